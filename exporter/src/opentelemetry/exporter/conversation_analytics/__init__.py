@@ -1,0 +1,1 @@
+"""Conversation analytics exporter."""

@@ -1,0 +1,217 @@
+"""``EventRow``: one conversation event as stored, and the one place attributes become a row.
+
+The in-process exporter (SDK spans), the collector (OTLP) and ``import`` (JSON lines) all turn their
+input into attribute mappings and call :func:`row_from_attributes`, so validation and defaults are
+identical on every path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from opentelemetry.instrumentation.conversation import semconv
+from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
+
+#: Longest conversation or event id accepted; longer ones are rejected, not truncated (merging
+#: two conversations by truncation would corrupt every number).
+MAX_ID_LENGTH: Final = 512
+#: Longest string kept in any other column; longer values are truncated.
+MAX_STRING_LENGTH: Final = 1024
+#: Most caller metadata entries kept per event.
+MAX_METADATA_ENTRIES: Final = 64
+UNKNOWN_AGENT: Final = "unknown"
+
+
+class RejectedEvent(ValueError):
+    """An event that cannot be stored; ``reason`` is a bounded metric label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class EventRow:
+    """One stored conversation event (columns of the raw events table)."""
+
+    event_id: str
+    event_type: str
+    conversation_id: str
+    timestamp_ns: int
+    user_id: str = ""
+    agent_name: str = UNKNOWN_AGENT
+    agent_version: str = ""
+    prompt_version: str = ""
+    request_model: str = ""
+    response_model: str = ""
+    channel: str = ""
+    turn: int | None = None
+    message_length: int | None = None
+    response_length: int | None = None
+    tool_name: str = ""
+    error_type: str = ""
+    handoff_reason: str = ""
+    feedback_rating: str = ""
+    feedback_score: float | None = None
+    total_turns: int | None = None
+    abandoned_at_turn: int | None = None
+    abandon_inferred: bool = False
+    rephrase: bool = False
+    rephrase_similarity: float | None = None
+    service_name: str = ""
+    trace_id: str = ""
+    span_id: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> ConversationEvent:
+        return ConversationEvent(self.event_type)
+
+
+def _text(value: object) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= MAX_STRING_LENGTH else text[:MAX_STRING_LENGTH]
+
+
+def _int(value: object) -> int | None:
+    """An integer attribute, or ``None`` for a value of the wrong type (counted by the caller)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if -(2**31) <= value < 2**31 else None
+    if isinstance(value, float) and value.is_integer():
+        return _int(int(value))
+    if isinstance(value, str):
+        try:
+            return _int(int(value.strip()))
+        except ValueError:
+            return None
+    return None
+
+
+def _float(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def _bool(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes")
+    return bool(value) if isinstance(value, (bool, int, float)) else False
+
+
+def _required_id(value: object, name: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise RejectedEvent("invalid_" + name, f"{name} must be a string")
+    text = str(value)
+    if not text:
+        raise RejectedEvent("missing_" + name, f"{name} is empty")
+    if len(text) > MAX_ID_LENGTH:
+        raise RejectedEvent("invalid_" + name, f"{name} is longer than {MAX_ID_LENGTH}")
+    return text
+
+
+def derived_event_id(*parts: object) -> str:
+    """A deterministic event id, so a replayed event without one still deduplicates."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=16)
+    return digest.hexdigest()
+
+
+_CONTRACT_NAMES: Final = frozenset(
+    {
+        semconv.CONVERSATION_ID,
+        semconv.USER_ID,
+        semconv.AGENT_NAME,
+        semconv.AGENT_VERSION,
+        semconv.PROMPT_VERSION,
+        semconv.EVENT_ID,
+        semconv.REQUEST_MODEL,
+        semconv.RESPONSE_MODEL,
+        semconv.TOOL_NAME,
+        semconv.ERROR_TYPE,
+        semconv.CHANNEL,
+        semconv.TURN,
+        semconv.MESSAGE_LENGTH,
+        semconv.RESPONSE_LENGTH,
+        semconv.REPHRASE_SIMILARITY,
+        semconv.REPHRASE,
+        semconv.HANDOFF_REASON,
+        semconv.FEEDBACK_RATING,
+        semconv.FEEDBACK_SCORE,
+        semconv.TOTAL_TURNS,
+        semconv.ABANDONED_AT_TURN,
+        semconv.ABANDON_INFERRED,
+    }
+)
+
+
+def row_from_attributes(
+    event_type: ConversationEvent,
+    attributes: Mapping[str, object],
+    timestamp_ns: int,
+    *,
+    service_name: str = "",
+    trace_id: str = "",
+    span_id: str = "",
+    store_content: bool = False,
+) -> EventRow:
+    """Validate one event's attributes into a row; raise :class:`RejectedEvent` when unusable."""
+    get = attributes.get
+    conversation_id = _required_id(get(semconv.CONVERSATION_ID), "conversation_id")
+    raw_event_id = get(semconv.EVENT_ID)
+    if raw_event_id is None or raw_event_id == "":
+        event_id = derived_event_id(
+            trace_id, span_id, event_type.value, timestamp_ns, conversation_id
+        )
+    else:
+        event_id = _required_id(raw_event_id, "event_id")
+    agent = get(semconv.AGENT_NAME) or service_name or UNKNOWN_AGENT
+    row = EventRow(
+        event_id=event_id,
+        event_type=event_type.value,
+        conversation_id=conversation_id,
+        timestamp_ns=int(timestamp_ns),
+        user_id=_text(get(semconv.USER_ID) or ""),
+        agent_name=_text(agent),
+        agent_version=_text(get(semconv.AGENT_VERSION) or ""),
+        prompt_version=_text(get(semconv.PROMPT_VERSION) or ""),
+        request_model=_text(get(semconv.REQUEST_MODEL) or ""),
+        response_model=_text(get(semconv.RESPONSE_MODEL) or ""),
+        channel=_text(get(semconv.CHANNEL) or ""),
+        turn=_int(get(semconv.TURN)),
+        message_length=_int(get(semconv.MESSAGE_LENGTH)),
+        response_length=_int(get(semconv.RESPONSE_LENGTH)),
+        tool_name=_text(get(semconv.TOOL_NAME) or ""),
+        error_type=_text(get(semconv.ERROR_TYPE) or ""),
+        handoff_reason=_text(get(semconv.HANDOFF_REASON) or ""),
+        feedback_rating=_text(get(semconv.FEEDBACK_RATING) or ""),
+        feedback_score=_float(get(semconv.FEEDBACK_SCORE)),
+        total_turns=_int(get(semconv.TOTAL_TURNS)),
+        abandoned_at_turn=_int(get(semconv.ABANDONED_AT_TURN)),
+        abandon_inferred=_bool(get(semconv.ABANDON_INFERRED)),
+        rephrase=_bool(get(semconv.REPHRASE)),
+        rephrase_similarity=_float(get(semconv.REPHRASE_SIMILARITY)),
+        service_name=_text(service_name),
+        trace_id=trace_id,
+        span_id=span_id,
+    )
+    if row.rephrase_similarity is not None and semconv.REPHRASE not in attributes:
+        row.rephrase = row.rephrase_similarity >= semconv.REPHRASE_THRESHOLD
+    extra = row.attributes
+    for key, value in attributes.items():
+        if key in _CONTRACT_NAMES or len(extra) >= MAX_METADATA_ENTRIES:
+            continue
+        if key == semconv.MESSAGE_CONTENT and not store_content:
+            continue
+        if key.startswith(semconv.METADATA_PREFIX):
+            key = key[len(semconv.METADATA_PREFIX) :]
+        extra[_text(key)] = _text(value)
+    return row

@@ -1,0 +1,131 @@
+"""The store interface: one schema, one set of queries, two engines (chDB and ClickHouse server)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from opentelemetry.exporter.conversation_analytics.analytics import (
+    DEFAULT_DAYS,
+    AgentReport,
+    ConversationDetail,
+    DropOff,
+    Report,
+    satisfaction,
+    summarize,
+)
+from opentelemetry.exporter.conversation_analytics.rows import EventRow
+from opentelemetry.exporter.conversation_analytics.store.sql import Schema
+
+Params = Mapping[str, Any]
+
+
+class StoreError(RuntimeError):
+    """The store could not complete an operation (unreachable, rejected a write, ...)."""
+
+
+def format_time(moment: datetime) -> str:
+    """A UTC datetime as ClickHouse's DateTime64(6) text, for a query parameter."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+class ConversationStore(abc.ABC):
+    """Where conversation events live, and the section 4 analytics over them."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+
+    # ---- what each engine provides ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def execute(self, sql: str) -> None:
+        """Run a statement that returns nothing (DDL)."""
+
+    @abc.abstractmethod
+    def select(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
+        """Run a query with server-side parameters; rows as dicts."""
+
+    @abc.abstractmethod
+    def insert(self, rows: Sequence[EventRow]) -> None:
+        """Write rows in one batch; raise :class:`StoreError` when the write did not happen."""
+
+    def close(self) -> None:
+        """Release the engine (the embedded store's directory lock)."""
+
+    # ---- shared behaviour ---------------------------------------------------------------------
+
+    def apply_schema(self) -> None:
+        for statement in self.schema.ddl():
+            self.execute(statement)
+
+    def count_events(self) -> int:
+        return int(self.select(self.schema.count_events())[0]["events"])
+
+    @staticmethod
+    def window_params(days: int, now: datetime | None, agent: str = "") -> dict[str, str]:
+        """``since``/``edge`` for :meth:`Schema.conversations_in_window`."""
+        if not isinstance(days, int) or isinstance(days, bool) or days < 1:
+            raise ValueError("days must be a positive integer")
+        now = now or datetime.now(timezone.utc)
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=timezone.utc)
+        since = now - timedelta(days=days)
+        edge = since.replace(minute=0, second=0, microsecond=0)
+        if edge < since:
+            edge += timedelta(hours=1)
+        return {
+            "since": format_time(since),
+            "edge": edge.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+            "agent": agent,
+        }
+
+    def report(
+        self, days: int = DEFAULT_DAYS, *, now: datetime | None = None, agent: str = ""
+    ) -> Report:
+        """Section 4 over the last ``days`` (optionally one agent), with a per-agent breakdown."""
+        params = self.window_params(days, now, agent)
+        totals = self.select(self.schema.summary(by_agent=False), params)
+        overall = summarize(totals[0]) if totals else summarize(_EMPTY_SUMMARY)
+        drop_off = [
+            DropOff(turn=None if r["turn"] is None else int(r["turn"]), count=int(r["count"]))
+            for r in self.select(self.schema.drop_off(), params)
+        ]
+        agents = [
+            AgentReport(agent=str(row["agent"]), **summarize(row))
+            for row in self.select(self.schema.summary(by_agent=True), params)
+        ]
+        return Report(drop_off=drop_off, days=days, agents=agents, **overall)
+
+    def conversation(self, conversation_id: str) -> ConversationDetail:
+        """Every event of one conversation, oldest first, and its satisfaction score."""
+        rows = self.select(self.schema.conversation_events(), {"cid": conversation_id})
+        events = [_normalize_event(row) for row in rows]
+        return ConversationDetail(conversation_id, satisfaction(events), events)
+
+
+_EMPTY_SUMMARY: Mapping[str, Any] = {
+    "conversations": 0,
+    "completed": 0,
+    "abandoned": 0,
+    "handoffs": 0,
+    "messages_total": 0,
+    "rephrases_total": 0,
+    "timed": 0,
+    "duration_us": 0,
+    "satisfaction_sum": 0,
+}
+
+
+def _normalize_event(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Same Python types from either engine (JSON text from chDB, native from the server)."""
+    event = dict(row)
+    micros = int(event.pop("timestamp_us"))
+    event["timestamp"] = (
+        datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=micros)
+    ).isoformat()
+    for key in ("abandon_inferred", "rephrase"):
+        event[key] = bool(event[key])
+    event["attributes"] = dict(event.get("attributes") or {})
+    return event

@@ -1,0 +1,146 @@
+"""The embedded store: ClickHouse's engine in-process through chDB, on a local directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.exporter.conversation_analytics.rows import EventRow
+from opentelemetry.exporter.conversation_analytics.store.base import (
+    ConversationStore,
+    Params,
+    StoreError,
+)
+from opentelemetry.exporter.conversation_analytics.store.sql import EVENT_COLUMN_NAMES, Schema
+
+# chDB runs one embedded server per process, on one directory at a time: stores on the same
+# directory share it, and it is closed when the last of them closes.
+_lock = threading.RLock()
+_open: dict[str, tuple[Any, int]] = {}
+
+
+def _acquire(path: str) -> Any:
+    with _lock:
+        if path in _open:
+            session, users = _open[path]
+            _open[path] = (session, users + 1)
+            return session
+        if _open:
+            other = next(iter(_open))
+            raise StoreError(
+                f"chDB serves one store directory per process and {other} is open; "
+                f"close it before opening {path}"
+            )
+        try:
+            from chdb import session as chdb_session
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise StoreError(
+                "the embedded store needs chdb: pip install "
+                "'opentelemetry-exporter-conversation-analytics[embedded]'"
+            ) from exc
+        os.makedirs(path, exist_ok=True)
+        try:
+            session = chdb_session.Session(path)
+        except Exception as exc:
+            raise StoreError(f"cannot open chDB store at {path}: {exc}") from exc
+        _open[path] = (session, 1)
+        return session
+
+
+def _release(path: str) -> None:
+    with _lock:
+        session, users = _open[path]
+        if users > 1:
+            _open[path] = (session, users - 1)
+            return
+        del _open[path]
+        session.close()
+
+
+def _micros_text(timestamp_ns: int) -> str:
+    micros = timestamp_ns // 1000
+    return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+
+def _json_row(row: EventRow) -> str:
+    return json.dumps(
+        [
+            row.event_id,
+            row.event_type,
+            row.conversation_id,
+            _micros_text(row.timestamp_ns),
+            row.user_id,
+            row.agent_name,
+            row.agent_version,
+            row.prompt_version,
+            row.request_model,
+            row.response_model,
+            row.channel,
+            row.turn,
+            row.message_length,
+            row.response_length,
+            row.tool_name,
+            row.error_type,
+            row.handoff_reason,
+            row.feedback_rating,
+            row.feedback_score,
+            row.total_turns,
+            row.abandoned_at_turn,
+            row.abandon_inferred,
+            row.rephrase,
+            row.rephrase_similarity,
+            row.service_name,
+            row.trace_id,
+            row.span_id,
+            row.attributes,
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+class ChdbStore(ConversationStore):
+    """Zero-setup store: the same SQL and MergeTree engines as a ClickHouse server, in-process."""
+
+    def __init__(self, path: str, schema: Schema | None = None) -> None:
+        super().__init__(schema or Schema())
+        if self.schema.cluster:
+            raise ValueError("the embedded store is single-node: drop the cluster setting")
+        self.path = os.path.abspath(path)
+        self._session = _acquire(self.path)
+        self._closed = False
+        self._insert_sql = (
+            f"INSERT INTO {self.schema.events} ({', '.join(EVENT_COLUMN_NAMES)}) "
+            "FORMAT JSONCompactEachRow\n"
+        )
+
+    def _query(self, sql: str, fmt: str, params: Params | None = None) -> str:
+        if self._closed:
+            raise StoreError("store is closed")
+        with _lock:
+            try:
+                result = self._session.query(sql, fmt, params=dict(params) if params else None)
+            except Exception as exc:
+                raise StoreError(str(exc)) from exc
+        return str(result)
+
+    def execute(self, sql: str) -> None:
+        self._query(sql, "CSV")
+
+    def select(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
+        text = self._query(sql, "JSONEachRow", params)
+        return [json.loads(line) for line in text.splitlines() if line]
+
+    def insert(self, rows: Sequence[EventRow]) -> None:
+        if not rows:
+            return
+        # Values travel as the data of a FORMAT clause, never as SQL text.
+        self._query(self._insert_sql + "\n".join(map(_json_row, rows)), "CSV")
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _release(self.path)

@@ -1,0 +1,89 @@
+"""A ClickHouse server (single node or cluster) through clickhouse-connect's HTTP client."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from opentelemetry.exporter.conversation_analytics.rows import EventRow
+from opentelemetry.exporter.conversation_analytics.store.base import (
+    ConversationStore,
+    Params,
+    StoreError,
+)
+from opentelemetry.exporter.conversation_analytics.store.sql import EVENT_COLUMN_NAMES, Schema
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _row_values(row: EventRow) -> list[Any]:
+    values = [getattr(row, name) for name in EVENT_COLUMN_NAMES if name != "timestamp"]
+    moment = _EPOCH + timedelta(microseconds=row.timestamp_ns // 1000)
+    values.insert(EVENT_COLUMN_NAMES.index("timestamp"), moment)
+    return values
+
+
+class ClickHouseStore(ConversationStore):
+    """Server deployments: the same schema and queries as the embedded store."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        username: str = "default",
+        password: str = "",
+        secure: bool = False,
+        schema: Schema | None = None,
+    ) -> None:
+        super().__init__(schema or Schema())
+        import clickhouse_connect  # deferred: only server deployments pay for the import
+
+        try:
+            self._client = clickhouse_connect.get_client(
+                host=host,
+                port=port,
+                username=username,
+                password=password,
+                secure=secure,
+                autogenerate_session_id=False,
+            )
+        except Exception as exc:
+            raise StoreError(f"cannot reach ClickHouse at {host}:{port}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    def execute(self, sql: str) -> None:
+        with self._lock:
+            try:
+                self._client.command(sql)
+            except Exception as exc:
+                raise StoreError(str(exc)) from exc
+
+    def select(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            try:
+                result = self._client.query(sql, parameters=dict(params or {}))
+            except Exception as exc:
+                raise StoreError(str(exc)) from exc
+        return list(result.named_results())
+
+    def insert(self, rows: Sequence[EventRow]) -> None:
+        if not rows:
+            return
+        table = self.schema.events.replace("`", "").split(".", 1)
+        with self._lock:
+            try:
+                self._client.insert(
+                    table[1],
+                    [_row_values(row) for row in rows],
+                    column_names=list(EVENT_COLUMN_NAMES),
+                    database=table[0],
+                )
+            except Exception as exc:
+                raise StoreError(str(exc)) from exc
+
+    def close(self) -> None:
+        self._client.close()

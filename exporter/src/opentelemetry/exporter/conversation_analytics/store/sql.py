@@ -1,0 +1,314 @@
+"""Every SQL statement the product runs: DDL and queries, for chDB and ClickHouse server alike.
+
+Values always reach ClickHouse as server-side parameters (``{name:Type}``). The only things
+formatted into SQL text are identifiers checked against :data:`_IDENTIFIER`, the TTL as a checked
+integer, and the contract's own event-type constants.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from opentelemetry.instrumentation.conversation.semconv import (
+    RATING_NEGATIVE,
+    RATING_POSITIVE,
+    ConversationEvent,
+)
+
+_IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+TS_TYPE: Final = "DateTime64(6, 'UTC')"
+
+#: Raw event columns in insert order (``inserted_at`` is filled by the server).
+EVENT_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
+    ("event_id", "String"),
+    ("event_type", "LowCardinality(String)"),
+    ("conversation_id", "String"),
+    ("timestamp", TS_TYPE),
+    ("user_id", "String"),
+    ("agent_name", "LowCardinality(String)"),
+    ("agent_version", "LowCardinality(String)"),
+    ("prompt_version", "LowCardinality(String)"),
+    ("request_model", "LowCardinality(String)"),
+    ("response_model", "LowCardinality(String)"),
+    ("channel", "LowCardinality(String)"),
+    ("turn", "Nullable(Int32)"),
+    ("message_length", "Nullable(Int32)"),
+    ("response_length", "Nullable(Int32)"),
+    ("tool_name", "LowCardinality(String)"),
+    ("error_type", "LowCardinality(String)"),
+    ("handoff_reason", "String"),
+    ("feedback_rating", "LowCardinality(String)"),
+    ("feedback_score", "Nullable(Float64)"),
+    ("total_turns", "Nullable(Int32)"),
+    ("abandoned_at_turn", "Nullable(Int32)"),
+    ("abandon_inferred", "Bool"),
+    ("rephrase", "Bool"),
+    ("rephrase_similarity", "Nullable(Float64)"),
+    ("service_name", "LowCardinality(String)"),
+    ("trace_id", "String"),
+    ("span_id", "String"),
+    ("attributes", "Map(String, String)"),
+)
+EVENT_COLUMN_NAMES: Final = tuple(name for name, _ in EVENT_COLUMNS)
+
+
+def _is(kind: ConversationEvent) -> str:
+    return f"event_type = '{kind.value}'"
+
+
+_E = ConversationEvent
+
+
+@dataclass(frozen=True)
+class RollupColumn:
+    """A per-conversation aggregate: its stored type, the state it takes from raw events, its merge."""
+
+    name: str
+    type: str
+    state: str
+    merge: str
+
+
+def _simple(name: str, func: str, value_type: str, state: str) -> RollupColumn:
+    return RollupColumn(
+        name, f"SimpleAggregateFunction({func}, {value_type})", state, f"{func}({name})"
+    )
+
+
+def _distinct_events(name: str, condition: str) -> RollupColumn:
+    """Count of distinct event ids matching ``condition``: re-exported events never count twice."""
+    return RollupColumn(
+        name,
+        "AggregateFunction(uniqExactIf, String, UInt8)",
+        f"uniqExactIfState(event_id, toUInt8({condition}))",
+        f"uniqExactIfMerge({name})",
+    )
+
+
+_TS_NULL = f"Nullable({TS_TYPE})"
+ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
+    _simple("first_seen", "min", TS_TYPE, "min(timestamp)"),
+    _simple("last_seen", "max", TS_TYPE, "max(timestamp)"),
+    _simple("started_at", "min", _TS_NULL, f"minIfOrNull(timestamp, {_is(_E.STARTED)})"),
+    _simple("completed_at", "max", _TS_NULL, f"maxIfOrNull(timestamp, {_is(_E.COMPLETED)})"),
+    _simple("was_completed", "max", "UInt8", f"max(toUInt8({_is(_E.COMPLETED)}))"),
+    _simple("was_abandoned", "max", "UInt8", f"max(toUInt8({_is(_E.ABANDONED)}))"),
+    _simple("had_handoff", "max", "UInt8", f"max(toUInt8({_is(_E.HANDOFF_REQUESTED)}))"),
+    _simple("user_id", "max", "String", "max(toString(user_id))"),
+    _simple("channel", "max", "String", "max(toString(channel))"),
+    _simple("request_model", "max", "String", "max(toString(request_model))"),
+    _simple("response_model", "max", "String", "max(toString(response_model))"),
+    _simple("prompt_version", "max", "String", "max(toString(prompt_version))"),
+    _simple("agent_version", "max", "String", "max(toString(agent_version))"),
+    _distinct_events("user_messages", _is(_E.USER_MESSAGE)),
+    _distinct_events("rephrases", f"{_is(_E.USER_MESSAGE)} AND rephrase"),
+    _distinct_events("tool_calls", _is(_E.TOOL_CALLED)),
+    _distinct_events("tool_errors", f"{_is(_E.TOOL_CALLED)} AND error_type != ''"),
+    _distinct_events(
+        "positive_feedback",
+        f"{_is(_E.FEEDBACK_RECEIVED)} AND feedback_rating = '{RATING_POSITIVE}'",
+    ),
+    _distinct_events(
+        "negative_feedback",
+        f"{_is(_E.FEEDBACK_RECEIVED)} AND feedback_rating = '{RATING_NEGATIVE}'",
+    ),
+    RollupColumn(
+        "abandons",
+        "AggregateFunction(groupUniqArrayIf, Tuple(String, Nullable(Int32)), UInt8)",
+        f"groupUniqArrayIfState((event_id, abandoned_at_turn), toUInt8({_is(_E.ABANDONED)}))",
+        "groupUniqArrayIfMerge(abandons)",
+    ),
+)
+
+#: The satisfaction formula of SPEC section 4, over one merged conversation row.
+_SATISFACTION_SIGNALS = """
+    positive_feedback + negative_feedback
+      + toUInt64(was_completed AND user_messages <= 3 OR had_handoff OR NOT was_completed)
+      + toUInt64(user_messages > 2)"""
+SATISFACTION_EXPR: Final = f"""if(({_SATISFACTION_SIGNALS}) = 0, 0.5,
+    (toFloat64(positive_feedback)
+      + multiIf(was_completed AND user_messages <= 3, 0.9, had_handoff, 0.3,
+                NOT was_completed, 0.1, 0.0)
+      + if(user_messages > 2,
+           greatest(0.0, 0.8 - greatest(0.0, (toInt64(user_messages) - 3) * 0.1)), 0.0))
+    / ({_SATISFACTION_SIGNALS}))"""
+
+
+def check_identifier(name: str) -> str:
+    """Return ``name`` if it is a plain SQL identifier, else raise ``ValueError``."""
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"not a valid ClickHouse identifier: {name!r:.80}")
+    return name
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Table names and DDL for one database, single node or a replicated cluster."""
+
+    database: str = "conversation_analytics"
+    cluster: str | None = None
+    ttl_days: int = 0
+
+    def __post_init__(self) -> None:
+        check_identifier(self.database)
+        if self.cluster is not None:
+            check_identifier(self.cluster)
+        if not isinstance(self.ttl_days, int) or isinstance(self.ttl_days, bool):
+            raise ValueError("ttl_days must be an integer")
+        if self.ttl_days < 0:
+            raise ValueError("ttl_days must be >= 0 (0 keeps events forever)")
+
+    def _table(self, name: str) -> str:
+        return f"`{self.database}`.`{name}`"
+
+    @property
+    def events(self) -> str:
+        """The events table queries read and inserts write (Distributed on a cluster)."""
+        return self._table("conversation_events_all" if self.cluster else "conversation_events")
+
+    @property
+    def rollup(self) -> str:
+        """The per-conversation rollup table queries read."""
+        return self._table("conversation_rollup_all" if self.cluster else "conversation_rollup")
+
+    def _on_cluster(self) -> str:
+        return f" ON CLUSTER `{self.cluster}`" if self.cluster else ""
+
+    def _engine(self, engine: str, local: str) -> str:
+        if not self.cluster:
+            return f"{engine}()"
+        path = f"'/clickhouse/tables/{{shard}}/{self.database}/{local}', '{{replica}}'"
+        return f"Replicated{engine}({path})"
+
+    def ddl(self) -> list[str]:
+        """Statements that create the schema; each is idempotent (``IF NOT EXISTS``)."""
+        on = self._on_cluster()
+        events_local = self._table("conversation_events")
+        rollup_local = self._table("conversation_rollup")
+        columns = ",\n    ".join(f"`{name}` {ctype}" for name, ctype in EVENT_COLUMNS)
+        ttl = (
+            f"\nTTL toDateTime(timestamp) + INTERVAL {int(self.ttl_days)} DAY"
+            if self.ttl_days
+            else ""
+        )
+        rollup_columns = ",\n    ".join(f"`{c.name}` {c.type}" for c in ROLLUP_COLUMNS)
+        rollup_states = ",\n    ".join(f"{c.state} AS `{c.name}`" for c in ROLLUP_COLUMNS)
+        statements = [
+            f"CREATE DATABASE IF NOT EXISTS `{self.database}`{on}",
+            f"""CREATE TABLE IF NOT EXISTS {events_local}{on}
+(
+    {columns},
+    `inserted_at` DateTime64(3, 'UTC') DEFAULT now64(3),
+    INDEX conversation_id_bloom conversation_id TYPE bloom_filter GRANULARITY 4
+)
+ENGINE = {self._engine("ReplacingMergeTree", "conversation_events")}
+PARTITION BY toDate(timestamp)
+ORDER BY (agent_name, conversation_id, event_id){ttl}""",
+            f"""CREATE TABLE IF NOT EXISTS {rollup_local}{on}
+(
+    `bucket` DateTime('UTC'),
+    `agent_name` LowCardinality(String),
+    `conversation_id` String,
+    {rollup_columns}
+)
+ENGINE = {self._engine("AggregatingMergeTree", "conversation_rollup")}
+PARTITION BY toYYYYMM(bucket)
+ORDER BY (bucket, agent_name, conversation_id){ttl.replace("timestamp", "bucket")}""",
+            f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {self._table("conversation_rollup_mv")}{on}
+TO {rollup_local}
+AS SELECT
+    toStartOfHour(timestamp) AS `bucket`,
+    agent_name,
+    conversation_id,
+    {rollup_states}
+FROM {events_local}
+GROUP BY bucket, agent_name, conversation_id""",
+        ]
+        if self.cluster:
+            for local in ("conversation_events", "conversation_rollup"):
+                statements.append(
+                    f"CREATE TABLE IF NOT EXISTS {self._table(local + '_all')}{on} "
+                    f"AS {self._table(local)}\n"
+                    f"ENGINE = Distributed(`{self.cluster}`, `{self.database}`, `{local}`, "
+                    "cityHash64(conversation_id))"
+                )
+        return statements
+
+    # ---- queries -----------------------------------------------------------------------------
+
+    def conversations_in_window(self, by_agent: bool) -> str:
+        """One merged row per conversation (per agent and conversation when ``by_agent``).
+
+        Full hours come from the rollup; the partial hour at the window's start is aggregated from
+        raw events with the same state functions, so the window is exact to the microsecond, as
+        the article's ``timestamp >= NOW() - INTERVAL`` is, without scanning the whole window.
+        Parameters: ``since`` (DateTime64), ``edge`` (the first full hour, DateTime), ``agent``
+        (String, '' for all).
+        """
+        names = ", ".join(f"`{c.name}`" for c in ROLLUP_COLUMNS)
+        states = ",\n        ".join(f"{c.state} AS `{c.name}`" for c in ROLLUP_COLUMNS)
+        merges = ",\n    ".join(f"{c.merge} AS `{c.name}`" for c in ROLLUP_COLUMNS)
+        keys = "agent_name, conversation_id" if by_agent else "conversation_id"
+        agent_filter = "({agent:String} = '' OR agent_name = {agent:String})"
+        return f"""SELECT {keys},
+    {merges}
+FROM (
+    SELECT agent_name, conversation_id, {names}
+    FROM {self.rollup}
+    WHERE bucket >= {{edge:DateTime('UTC')}} AND {agent_filter}
+    UNION ALL
+    SELECT agent_name, conversation_id,
+        {states}
+    FROM {self.events}
+    WHERE timestamp >= {{since:{TS_TYPE}}} AND timestamp < {{edge:DateTime('UTC')}}
+      AND {agent_filter}
+    GROUP BY agent_name, conversation_id
+)
+GROUP BY {keys}"""
+
+    def summary(self, by_agent: bool = False) -> str:
+        """Section 4 counts over the window (rates are rounded in Python, exactly as PostgreSQL)."""
+        group = "agent_name" if by_agent else "''"
+        return f"""SELECT {group} AS agent,
+    count() AS conversations,
+    countIf(was_completed = 1) AS completed,
+    countIf(was_abandoned = 1) AS abandoned,
+    countIf(had_handoff = 1) AS handoffs,
+    sum(user_messages) AS messages_total,
+    sum(rephrases) AS rephrases_total,
+    countIf(started_at IS NOT NULL AND completed_at IS NOT NULL) AS timed,
+    sumIf(dateDiff('microsecond', started_at, completed_at),
+          started_at IS NOT NULL AND completed_at IS NOT NULL) AS duration_us,
+    sum({SATISFACTION_EXPR}) AS satisfaction_sum
+FROM ({self.conversations_in_window(by_agent)})
+GROUP BY agent
+ORDER BY conversations DESC, agent"""
+
+    def drop_off(self) -> str:
+        """Abandoned events per ``abandoned_at_turn``, most frequent first, top 10."""
+        return f"""SELECT tupleElement(abandon, 2) AS turn, count() AS count
+FROM (
+    SELECT arrayJoin(abandons) AS abandon
+    FROM ({self.conversations_in_window(False)})
+)
+GROUP BY turn
+ORDER BY count DESC, turn ASC
+LIMIT 10"""
+
+    def conversation_events(self) -> str:
+        """One conversation's events, oldest first, each event once. Parameter ``cid``."""
+        return f"""SELECT event_id, event_type, toUnixTimestamp64Micro(timestamp) AS timestamp_us,
+    user_id, agent_name, agent_version, prompt_version, request_model, response_model, channel,
+    turn, message_length, response_length, tool_name, error_type, handoff_reason,
+    feedback_rating, feedback_score, total_turns, abandoned_at_turn, abandon_inferred, rephrase,
+    rephrase_similarity, service_name, trace_id, span_id, attributes
+FROM {self.events}
+WHERE conversation_id = {{cid:String}}
+ORDER BY timestamp, event_id
+LIMIT 1 BY event_id"""
+
+    def count_events(self) -> str:
+        """Distinct stored events (duplicates awaiting a merge count once)."""
+        return f"SELECT uniqExact(event_id) AS events FROM {self.events}"

@@ -1,0 +1,75 @@
+"""Store URLs: ``chdb:///dir`` (embedded, the default) and ``clickhouse[s]://user:pw@host:port/db``."""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from opentelemetry.exporter.conversation_analytics.store.base import ConversationStore
+from opentelemetry.exporter.conversation_analytics.store.sql import Schema
+
+ENV_STORE: Final = "CONVERSATION_ANALYTICS_STORE"
+ENV_TTL_DAYS: Final = "CONVERSATION_ANALYTICS_TTL_DAYS"
+DEFAULT_DIRECTORY: Final = ".conversation-analytics"
+DEFAULT_STORE_URL: Final = f"chdb://{DEFAULT_DIRECTORY}"
+_DEFAULT_PORTS: Final = {"clickhouse": 8123, "clickhouses": 8443}
+
+
+def resolve_store_url(url: str | None = None) -> str:
+    """The argument, else ``$CONVERSATION_ANALYTICS_STORE``, else the embedded default."""
+    return url or os.environ.get(ENV_STORE) or DEFAULT_STORE_URL
+
+
+def _int_option(value: str | None, name: str) -> int:
+    if value is None or value == "":
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {value!r:.40}") from None
+
+
+def open_store(url: str | None = None, *, apply_schema: bool = True) -> ConversationStore:
+    """Open the store a URL names and (by default) create its schema if missing.
+
+    Options ride in the query string: ``?cluster=NAME`` (ClickHouse server only) and
+    ``?ttl_days=N`` (else ``$CONVERSATION_ANALYTICS_TTL_DAYS``; 0 keeps events forever).
+    """
+    url = resolve_store_url(url)
+    parts = urlsplit(url)
+    options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    ttl_days = _int_option(options.get("ttl_days", os.environ.get(ENV_TTL_DAYS)), "ttl_days")
+    store: ConversationStore
+    if parts.scheme == "chdb":
+        from opentelemetry.exporter.conversation_analytics.store.chdb_store import ChdbStore
+
+        path = unquote(parts.netloc + parts.path) or DEFAULT_DIRECTORY
+        store = ChdbStore(path, Schema(ttl_days=ttl_days))
+    elif parts.scheme in _DEFAULT_PORTS:
+        from opentelemetry.exporter.conversation_analytics.store.clickhouse_store import (
+            ClickHouseStore,
+        )
+
+        database = unquote(parts.path.strip("/")) or Schema.database
+        schema = Schema(database=database, cluster=options.get("cluster"), ttl_days=ttl_days)
+        store = ClickHouseStore(
+            host=parts.hostname or "localhost",
+            port=parts.port or _DEFAULT_PORTS[parts.scheme],
+            username=unquote(parts.username or "default"),
+            password=unquote(parts.password or ""),
+            secure=parts.scheme == "clickhouses",
+            schema=schema,
+        )
+    else:
+        raise ValueError(
+            f"unsupported store URL scheme {parts.scheme!r}: "
+            "use chdb:///path or clickhouse://user:password@host:8123/database"
+        )
+    if apply_schema:
+        try:
+            store.apply_schema()
+        except Exception:
+            store.close()
+            raise
+    return store

@@ -1,0 +1,64 @@
+"""Keyed pseudonymisation of user ids, so raw ids never leave the agent by default."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+
+from opentelemetry.instrumentation.conversation import semconv
+
+_logger = logging.getLogger(__name__)
+
+#: Used only when no key is configured: ids stay stable across processes but are not secret.
+DEFAULT_KEY = b"conversation-analytics-default-user-id-key"
+_CACHE_LIMIT = 4096
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """Read a boolean environment variable (``true``/``false``, ``1``/``0``, ``yes``/``no``)."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    return raw.strip().lower() not in _FALSE
+
+
+class UserIdPseudonymizer:
+    """HMAC-SHA256 of the user id under an operator key, truncated to 128 bits, cached."""
+
+    __slots__ = ("_key", "_enabled", "_cache")
+
+    def __init__(self, key: str | bytes | None = None, enabled: bool | None = None) -> None:
+        if enabled is None:
+            enabled = env_flag(semconv.ENV_PSEUDONYMIZE, True)
+        if key is None:
+            key = os.environ.get(semconv.ENV_USER_ID_KEY) or None
+            if key is None and enabled:
+                _logger.warning(
+                    "%s is not set: user ids are hashed with a public default key; "
+                    "set a secret key to make them unlinkable",
+                    semconv.ENV_USER_ID_KEY,
+                )
+        self._key = (key.encode() if isinstance(key, str) else key) or DEFAULT_KEY
+        self._enabled = enabled
+        self._cache: dict[str, str] = {}
+
+    @property
+    def enabled(self) -> bool:
+        """Whether ids are hashed (``False`` keeps raw ids: an explicit operator opt-out)."""
+        return self._enabled
+
+    def __call__(self, user_id: str) -> str:
+        if not self._enabled or not user_id:
+            return user_id
+        cached = self._cache.get(user_id)
+        if cached is not None:
+            return cached
+        digest = hmac.new(self._key, user_id.encode("utf-8", "replace"), hashlib.sha256)
+        hashed = digest.hexdigest()[:32]
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[user_id] = hashed
+        return hashed

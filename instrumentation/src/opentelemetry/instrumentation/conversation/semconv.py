@@ -1,0 +1,135 @@
+"""The wire contract: every conversation event and attribute name, in one place.
+
+Both distributions import these constants; no other module spells an event or attribute name as a
+string literal. Names reuse the OpenTelemetry GenAI semantic conventions where one exists.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Final
+
+EVENT_PREFIX: Final = "conversation."
+
+
+class ConversationEvent(str, Enum):
+    """The eight lifecycle events; values are the article's event types."""
+
+    STARTED = "started"
+    USER_MESSAGE = "user_message"
+    AGENT_RESPONSE = "agent_response"
+    TOOL_CALLED = "tool_called"
+    HANDOFF_REQUESTED = "handoff_requested"
+    FEEDBACK_RECEIVED = "feedback_received"
+    COMPLETED = "completed"
+    ABANDONED = "abandoned"
+
+    @property
+    def event_name(self) -> str:
+        """The span event name on the wire, e.g. ``conversation.completed``."""
+        return _EVENT_NAMES[self]
+
+    @classmethod
+    def parse(cls, value: object) -> ConversationEvent:
+        """Accept a member, its value (``"completed"``) or its event name; raise ``ValueError`` otherwise."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            found = _BY_ANY_NAME.get(value)
+            if found is not None:
+                return found
+        raise ValueError(f"unknown conversation event type: {value!r:.80}")
+
+
+_EVENT_NAMES: Final = {member: EVENT_PREFIX + member.value for member in ConversationEvent}
+_BY_ANY_NAME: Final = {
+    **{member.value: member for member in ConversationEvent},
+    **{name: member for member, name in _EVENT_NAMES.items()},
+}
+EVENT_NAMES: Final = frozenset(_EVENT_NAMES.values())
+
+
+def event_type_of(event_name: str) -> ConversationEvent | None:
+    """The event type a span event name denotes, or ``None`` for events outside the contract."""
+    return _BY_ANY_NAME.get(event_name) if event_name.startswith(EVENT_PREFIX) else None
+
+
+# Common attributes (GenAI semantic conventions where they exist).
+CONVERSATION_ID: Final = "gen_ai.conversation.id"
+USER_ID: Final = "user.id"
+AGENT_NAME: Final = "gen_ai.agent.name"
+AGENT_VERSION: Final = "gen_ai.agent.version"
+PROMPT_VERSION: Final = "conversation.prompt.version"
+EVENT_ID: Final = "conversation.event.id"
+REQUEST_MODEL: Final = "gen_ai.request.model"
+RESPONSE_MODEL: Final = "gen_ai.response.model"
+OPERATION_NAME: Final = "gen_ai.operation.name"
+TOOL_NAME: Final = "gen_ai.tool.name"
+ERROR_TYPE: Final = "error.type"
+SERVICE_NAME: Final = "service.name"
+
+# Event-specific attributes.
+CHANNEL: Final = "conversation.channel"
+TURN: Final = "conversation.turn"
+MESSAGE_LENGTH: Final = "conversation.message.length"
+RESPONSE_LENGTH: Final = "conversation.response.length"
+REPHRASE_SIMILARITY: Final = "conversation.rephrase.similarity"
+REPHRASE: Final = "conversation.rephrase"
+HANDOFF_REASON: Final = "conversation.handoff.reason"
+FEEDBACK_RATING: Final = "conversation.feedback.rating"
+FEEDBACK_SCORE: Final = "conversation.feedback.score"
+TOTAL_TURNS: Final = "conversation.total_turns"
+ABANDONED_AT_TURN: Final = "conversation.abandoned_at_turn"
+ABANDON_INFERRED: Final = "conversation.abandon.inferred"
+MESSAGE_CONTENT: Final = "conversation.message.content"
+
+# Any other caller metadata travels as ``conversation.metadata.<key>`` string attributes.
+METADATA_PREFIX: Final = "conversation.metadata."
+
+RATING_POSITIVE: Final = "positive"
+RATING_NEGATIVE: Final = "negative"
+RATINGS: Final = frozenset({RATING_POSITIVE, RATING_NEGATIVE})
+
+#: Similarity at or above which a differing user message counts as a rephrase (the article's 0.85).
+REPHRASE_THRESHOLD: Final = 0.85
+
+# The article's metadata keywords, mapped to contract attributes.
+KEYWORD_ATTRIBUTES: Final[dict[str, str]] = {
+    "turn": TURN,
+    "message_length": MESSAGE_LENGTH,
+    "response_length": RESPONSE_LENGTH,
+    "tool_name": TOOL_NAME,
+    "total_turns": TOTAL_TURNS,
+    "abandoned_at_turn": ABANDONED_AT_TURN,
+    "rating": FEEDBACK_RATING,
+    "score": FEEDBACK_SCORE,
+    "channel": CHANNEL,
+    "reason": HANDOFF_REASON,
+    "similarity": REPHRASE_SIMILARITY,
+    "rephrase_similarity": REPHRASE_SIMILARITY,
+    "rephrase": REPHRASE,
+    "inferred": ABANDON_INFERRED,
+    "error_type": ERROR_TYPE,
+    "request_model": REQUEST_MODEL,
+    "response_model": RESPONSE_MODEL,
+    "agent": AGENT_NAME,
+    "agent_name": AGENT_NAME,
+    "agent_version": AGENT_VERSION,
+    "prompt_version": PROMPT_VERSION,
+}
+#: ``model=`` means the answering model on a response and the requested one elsewhere.
+MODEL_KEYWORD: Final = "model"
+#: Keywords that carry message text: dropped unless content capture is enabled.
+CONTENT_KEYWORDS: Final = frozenset({"message", "text", "content", "response", "prompt"})
+
+INT_ATTRIBUTES: Final = frozenset(
+    {TURN, MESSAGE_LENGTH, RESPONSE_LENGTH, TOTAL_TURNS, ABANDONED_AT_TURN}
+)
+FLOAT_ATTRIBUTES: Final = frozenset({REPHRASE_SIMILARITY, FEEDBACK_SCORE})
+BOOL_ATTRIBUTES: Final = frozenset({REPHRASE, ABANDON_INFERRED})
+
+# Environment variables read by the tracker.
+ENV_USER_ID_KEY: Final = "CONVERSATION_ANALYTICS_USER_ID_KEY"
+ENV_PSEUDONYMIZE: Final = "CONVERSATION_ANALYTICS_PSEUDONYMIZE_USER_ID"
+ENV_AGENT_NAME: Final = "CONVERSATION_ANALYTICS_AGENT_NAME"
+ENV_CAPTURE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"

@@ -1,0 +1,266 @@
+"""``ConversationTracker``: conversation lifecycle events as span events on the agent's own traces.
+
+Runs inside users' agents, so it imports only the OpenTelemetry API, does no I/O, and never raises
+into the caller: bad arguments are counted and logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Generator
+from datetime import datetime, timezone
+from typing import Any, Final
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.conversation import semconv
+from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer, env_flag
+from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
+from opentelemetry.instrumentation.conversation.version import __version__
+
+_logger = logging.getLogger(__name__)
+
+#: Name of the short span the tracker opens when no span is recording (or the current one is full).
+EVENT_SPAN_NAME: Final = "conversation.event"
+#: Longest string kept in an attribute; longer values are truncated.
+MAX_STRING_LENGTH: Final = 1024
+
+
+class RecordedEvent:
+    """What ``record`` returns: the event id (``None`` when nothing was recorded).
+
+    It is awaitable, so code written as ``await tracker.record(...)`` works unchanged.
+    """
+
+    __slots__ = ("event_id", "event_type")
+
+    def __init__(self, event_id: str | None, event_type: ConversationEvent | None) -> None:
+        self.event_id = event_id
+        self.event_type = event_type
+
+    @property
+    def recorded(self) -> bool:
+        """Whether a span event was emitted."""
+        return self.event_id is not None
+
+    def __await__(self) -> Generator[Any, None, RecordedEvent]:
+        return self
+        yield  # pragma: no cover - makes this a generator that finishes at once
+
+    def __repr__(self) -> str:
+        return f"RecordedEvent(event_id={self.event_id!r}, event_type={self.event_type!r})"
+
+
+_NOT_RECORDED: Final = RecordedEvent(None, None)
+
+
+def _timestamp_ns(timestamp: object) -> int:
+    """A datetime (naive means UTC, as the article's ``utcnow``) or epoch seconds, as nanoseconds."""
+    if isinstance(timestamp, datetime):
+        if timestamp.tzinfo is None:
+            timestamp = timestamp.replace(tzinfo=timezone.utc)
+        delta = timestamp - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    if isinstance(timestamp, (int, float)) and not isinstance(timestamp, bool):
+        return int(timestamp * 1_000_000_000)
+    raise TypeError(f"timestamp must be a datetime, got {type(timestamp).__name__}")
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _coerce(name: str, value: object) -> str | bool | int | float:
+    """Give a contract attribute its contract type; ``ValueError``/``TypeError`` when it has none."""
+    if name in semconv.INT_ATTRIBUTES:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError(f"{name} must be an integer")
+        return int(value)
+    if name in semconv.FLOAT_ATTRIBUTES:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError(f"{name} must be a number")
+        return float(value)
+    if name in semconv.BOOL_ATTRIBUTES:
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes")
+        return bool(value)
+    return _as_string(value)
+
+
+def _as_string(value: object) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= MAX_STRING_LENGTH else text[:MAX_STRING_LENGTH]
+
+
+def _span_is_full(span: trace.Span) -> bool:
+    """True when the SDK span already holds its event limit, so one more would evict the oldest."""
+    events = getattr(span, "_events", None)
+    limits = getattr(span, "_limits", None)
+    max_events = getattr(limits, "max_events", None)
+    if events is None or not isinstance(max_events, int):
+        return False
+    return len(events) >= max_events
+
+
+class ConversationTracker:
+    """Records conversation lifecycle events on the current span of the agent's trace.
+
+    Where no span is recording (feedback arriving later from a web handler, say) or the current span
+    has reached the SDK's event limit (a long voice call inside one span), the event goes on a short
+    span of its own, a child of the current context, so no event is evicted or lost.
+    """
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None = None,
+        *,
+        agent_name: str | None = None,
+        agent_version: str | None = None,
+        prompt_version: str | None = None,
+        user_id_key: str | bytes | None = None,
+        pseudonymize_user_ids: bool | None = None,
+        capture_content: bool | None = None,
+    ) -> None:
+        self._tracer = trace.get_tracer(__name__, __version__, tracer_provider)
+        self._pseudonymize = UserIdPseudonymizer(user_id_key, pseudonymize_user_ids)
+        if capture_content is None:
+            capture_content = env_flag(semconv.ENV_CAPTURE_CONTENT, False)
+        self._capture_content = capture_content
+        common: dict[str, str] = {}
+        agent_name = agent_name or os.environ.get(semconv.ENV_AGENT_NAME)
+        for name, value in (
+            (semconv.AGENT_NAME, agent_name),
+            (semconv.AGENT_VERSION, agent_version),
+            (semconv.PROMPT_VERSION, prompt_version),
+        ):
+            if value:
+                common[name] = _as_string(value)
+        self._common = common
+        self._errors = 0
+        self._logged: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def errors(self) -> int:
+        """How many calls or values were rejected (bad arguments); each kind is logged once."""
+        return self._errors
+
+    def record(
+        self,
+        conversation_id: str,
+        user_id: str | None,
+        event_type: ConversationEvent | str,
+        *,
+        timestamp: datetime | float | None = None,
+        **metadata: object,
+    ) -> RecordedEvent:
+        """Record one lifecycle event; ``await`` the result in async code if you like."""
+        try:
+            return self._record(conversation_id, user_id, event_type, timestamp, metadata)
+        except Exception as exc:  # never raise into the agent
+            self._reject(exc)
+            return _NOT_RECORDED
+
+    async def arecord(
+        self,
+        conversation_id: str,
+        user_id: str | None,
+        event_type: ConversationEvent | str,
+        *,
+        timestamp: datetime | float | None = None,
+        **metadata: object,
+    ) -> RecordedEvent:
+        """Coroutine form of :meth:`record`, for code that wants a real coroutine."""
+        return self.record(conversation_id, user_id, event_type, timestamp=timestamp, **metadata)
+
+    def _record(
+        self,
+        conversation_id: object,
+        user_id: object,
+        event_type: object,
+        timestamp: object,
+        metadata: dict[str, object],
+    ) -> RecordedEvent:
+        time_ns = None if timestamp is None else _timestamp_ns(timestamp)
+        span = trace.get_current_span()
+        own_span = None
+        if not span.is_recording() or _span_is_full(span):
+            own_span = self._tracer.start_span(EVENT_SPAN_NAME, start_time=time_ns)
+            if not own_span.is_recording():  # no SDK: a cheap no-op
+                return _NOT_RECORDED
+            span = own_span
+        try:
+            kind = ConversationEvent.parse(event_type)
+            attributes = self._attributes(kind, conversation_id, user_id, metadata)
+            span.add_event(kind.event_name, attributes, timestamp=time_ns)
+        finally:
+            if own_span is not None:
+                own_span.end(end_time=time_ns)
+        return RecordedEvent(attributes[semconv.EVENT_ID], kind)  # type: ignore[arg-type]
+
+    def _attributes(
+        self,
+        kind: ConversationEvent,
+        conversation_id: object,
+        user_id: object,
+        metadata: dict[str, object],
+    ) -> dict[str, str | bool | int | float]:
+        if isinstance(conversation_id, (int, str)) and not isinstance(conversation_id, bool):
+            conversation_id = _as_string(conversation_id)
+        if not conversation_id:
+            raise ValueError("conversation_id must be a non-empty string")
+        attributes: dict[str, str | bool | int | float] = {
+            semconv.EVENT_ID: os.urandom(16).hex(),
+            semconv.CONVERSATION_ID: conversation_id,  # type: ignore[dict-item]
+        }
+        if user_id is not None and user_id != "":
+            attributes[semconv.USER_ID] = self._pseudonymize(_as_string(user_id))
+        if self._common:
+            attributes.update(self._common)
+        for key, value in metadata.items():
+            if value is None:
+                continue
+            name = semconv.KEYWORD_ATTRIBUTES.get(key)
+            if name is None:
+                name = self._name_for(kind, key, value, attributes)
+                if name is None:
+                    continue
+            try:
+                attributes[name] = _coerce(name, value)
+            except (TypeError, ValueError) as exc:
+                self._reject(exc)
+        return attributes
+
+    def _name_for(
+        self,
+        kind: ConversationEvent,
+        key: str,
+        value: object,
+        attributes: dict[str, str | bool | int | float],
+    ) -> str | None:
+        """Attribute name for a keyword outside the article's set (``None``: handled or dropped)."""
+        if key == semconv.MODEL_KEYWORD:
+            is_response = kind is ConversationEvent.AGENT_RESPONSE
+            return semconv.RESPONSE_MODEL if is_response else semconv.REQUEST_MODEL
+        if key in semconv.CONTENT_KEYWORDS:
+            if isinstance(value, str):
+                length_name = (
+                    semconv.RESPONSE_LENGTH
+                    if kind is ConversationEvent.AGENT_RESPONSE
+                    else semconv.MESSAGE_LENGTH
+                )
+                attributes.setdefault(length_name, len(value))
+            return semconv.MESSAGE_CONTENT if self._capture_content else None
+        if key.startswith(semconv.METADATA_PREFIX):
+            return key
+        attributes[semconv.METADATA_PREFIX + key] = _as_string(value)
+        return None
+
+    def _reject(self, exc: Exception) -> None:
+        with self._lock:
+            self._errors += 1
+            kind = f"{type(exc).__name__}:{str(exc)[:60]}"
+            if kind in self._logged or len(self._logged) > 64:
+                return
+            self._logged.add(kind)
+        _logger.warning("conversation tracker rejected input (logged once): %s", exc)
