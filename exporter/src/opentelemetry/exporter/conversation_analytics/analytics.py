@@ -108,30 +108,16 @@ class ConversationDetail:
         return asdict(self)
 
 
-def satisfaction(events: Iterable[Mapping[str, Any]]) -> float:
-    """The article's satisfaction score over one conversation's events (``event_type``, ``rating``).
+def satisfaction_score(
+    *, positive: int, negative: int, user_messages: int, completed: bool, handoff: bool
+) -> float:
+    """The article's satisfaction score of one conversation, from its counts.
 
     Explicit feedback: positive 1.0, negative 0.0. One implicit outcome signal: completed within
     three user messages 0.9, else a handoff 0.3, else not completed 0.1. More than two user
     messages add ``max(0, 0.8 - 0.1 * max(0, n - 3))``. No signals: 0.5.
     """
-    signals: list[float] = []
-    user_messages = 0
-    completed = handoff = False
-    for event in events:
-        kind = event["event_type"]
-        if kind == ConversationEvent.FEEDBACK_RECEIVED.value:
-            rating = event.get("feedback_rating")
-            if rating == RATING_POSITIVE:
-                signals.append(1.0)
-            elif rating == RATING_NEGATIVE:
-                signals.append(0.0)
-        elif kind == ConversationEvent.USER_MESSAGE.value:
-            user_messages += 1
-        elif kind == ConversationEvent.COMPLETED.value:
-            completed = True
-        elif kind == ConversationEvent.HANDOFF_REQUESTED.value:
-            handoff = True
+    signals = [1.0] * positive + [0.0] * negative
     if completed and user_messages <= 3:
         signals.append(0.9)
     elif handoff:
@@ -142,3 +128,15 @@ def satisfaction(events: Iterable[Mapping[str, Any]]) -> float:
         penalty = max(0, (user_messages - 3) * 0.1)
         signals.append(max(0.0, 0.8 - penalty))
     return sum(signals) / len(signals) if signals else 0.5
+
+
+def satisfaction(events: Iterable[Mapping[str, Any]]) -> float:
+    """:func:`satisfaction_score` over one conversation's events (``event_type``, rating)."""
+    kinds = [(event["event_type"], event.get("feedback_rating")) for event in events]
+    return satisfaction_score(
+        positive=kinds.count((ConversationEvent.FEEDBACK_RECEIVED.value, RATING_POSITIVE)),
+        negative=kinds.count((ConversationEvent.FEEDBACK_RECEIVED.value, RATING_NEGATIVE)),
+        user_messages=sum(kind == ConversationEvent.USER_MESSAGE.value for kind, _ in kinds),
+        completed=any(kind == ConversationEvent.COMPLETED.value for kind, _ in kinds),
+        handoff=any(kind == ConversationEvent.HANDOFF_REQUESTED.value for kind, _ in kinds),
+    )

@@ -125,34 +125,6 @@ def derived_event_id(*parts: object) -> str:
     return digest.hexdigest()
 
 
-_CONTRACT_NAMES: Final = frozenset(
-    {
-        semconv.CONVERSATION_ID,
-        semconv.USER_ID,
-        semconv.AGENT_NAME,
-        semconv.AGENT_VERSION,
-        semconv.PROMPT_VERSION,
-        semconv.EVENT_ID,
-        semconv.REQUEST_MODEL,
-        semconv.RESPONSE_MODEL,
-        semconv.TOOL_NAME,
-        semconv.ERROR_TYPE,
-        semconv.CHANNEL,
-        semconv.TURN,
-        semconv.MESSAGE_LENGTH,
-        semconv.RESPONSE_LENGTH,
-        semconv.REPHRASE_SIMILARITY,
-        semconv.REPHRASE,
-        semconv.HANDOFF_REASON,
-        semconv.FEEDBACK_RATING,
-        semconv.FEEDBACK_SCORE,
-        semconv.TOTAL_TURNS,
-        semconv.ABANDONED_AT_TURN,
-        semconv.ABANDON_INFERRED,
-    }
-)
-
-
 def row_from_attributes(
     event_type: ConversationEvent,
     attributes: Mapping[str, object],
@@ -207,7 +179,7 @@ def row_from_attributes(
         row.rephrase = row.rephrase_similarity >= semconv.REPHRASE_THRESHOLD
     extra = row.attributes
     for key, value in attributes.items():
-        if key in _CONTRACT_NAMES or len(extra) >= MAX_METADATA_ENTRIES:
+        if key in semconv.CONTRACT_ATTRIBUTES or len(extra) >= MAX_METADATA_ENTRIES:
             continue
         if key == semconv.MESSAGE_CONTENT and not store_content:
             continue

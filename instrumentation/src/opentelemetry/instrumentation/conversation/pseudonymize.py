@@ -25,6 +25,19 @@ def env_flag(name: str, default: bool) -> bool:
     return raw.strip().lower() not in _FALSE
 
 
+_warned = False
+
+
+def _warn_default_key() -> None:
+    global _warned  # noqa: PLW0603 - warn once per process, not per tracker
+    _warned = True
+    _logger.warning(
+        "%s is not set: user ids are hashed with a public default key; "
+        "set a secret key to make them unlinkable",
+        semconv.ENV_USER_ID_KEY,
+    )
+
+
 class UserIdPseudonymizer:
     """HMAC-SHA256 of the user id under an operator key, truncated to 128 bits, cached."""
 
@@ -35,13 +48,10 @@ class UserIdPseudonymizer:
             enabled = env_flag(semconv.ENV_PSEUDONYMIZE, True)
         if key is None:
             key = os.environ.get(semconv.ENV_USER_ID_KEY) or None
-            if key is None and enabled:
-                _logger.warning(
-                    "%s is not set: user ids are hashed with a public default key; "
-                    "set a secret key to make them unlinkable",
-                    semconv.ENV_USER_ID_KEY,
-                )
+            if key is None and enabled and not _warned:
+                _warn_default_key()
         self._key = (key.encode() if isinstance(key, str) else key) or DEFAULT_KEY
+
         self._enabled = enabled
         self._cache: dict[str, str] = {}
 

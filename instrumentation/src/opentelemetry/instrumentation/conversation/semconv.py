@@ -122,11 +122,42 @@ MODEL_KEYWORD: Final = "model"
 #: Keywords that carry message text: dropped unless content capture is enabled.
 CONTENT_KEYWORDS: Final = frozenset({"message", "text", "content", "response", "prompt"})
 
+
+
+def metadata_attribute(kind: ConversationEvent, key: str) -> str:
+    """The attribute a caller's metadata keyword travels as.
+
+    The article's keywords map to contract names; ``model`` means the answering model on a
+    response and the requested one elsewhere; text keywords map to :data:`MESSAGE_CONTENT` (kept
+    only when content capture is on); names already in the contract pass through; anything else
+    becomes ``conversation.metadata.<key>``.
+    """
+    name = KEYWORD_ATTRIBUTES.get(key)
+    if name is not None:
+        return name
+    if key == MODEL_KEYWORD:
+        return RESPONSE_MODEL if kind is ConversationEvent.AGENT_RESPONSE else REQUEST_MODEL
+    if key in CONTENT_KEYWORDS:
+        return MESSAGE_CONTENT
+    if key in CONTRACT_ATTRIBUTES or key.startswith(METADATA_PREFIX):
+        return key
+    return METADATA_PREFIX + key
+
+
 INT_ATTRIBUTES: Final = frozenset(
     {TURN, MESSAGE_LENGTH, RESPONSE_LENGTH, TOTAL_TURNS, ABANDONED_AT_TURN}
 )
 FLOAT_ATTRIBUTES: Final = frozenset({REPHRASE_SIMILARITY, FEEDBACK_SCORE})
 BOOL_ATTRIBUTES: Final = frozenset({REPHRASE, ABANDON_INFERRED})
+
+CONTRACT_ATTRIBUTES: Final = frozenset(
+    {
+        CONVERSATION_ID, USER_ID, AGENT_NAME, AGENT_VERSION, PROMPT_VERSION, EVENT_ID,
+        REQUEST_MODEL, RESPONSE_MODEL, TOOL_NAME, ERROR_TYPE, CHANNEL, TURN, MESSAGE_LENGTH,
+        RESPONSE_LENGTH, REPHRASE_SIMILARITY, REPHRASE, HANDOFF_REASON, FEEDBACK_RATING,
+        FEEDBACK_SCORE, TOTAL_TURNS, ABANDONED_AT_TURN, ABANDON_INFERRED,
+    }
+)
 
 # Environment variables read by the tracker.
 ENV_USER_ID_KEY: Final = "CONVERSATION_ANALYTICS_USER_ID_KEY"

@@ -220,41 +220,23 @@ class ConversationTracker:
         for key, value in metadata.items():
             if value is None:
                 continue
-            name = semconv.KEYWORD_ATTRIBUTES.get(key)
-            if name is None:
-                name = self._name_for(kind, key, value, attributes)
-                if name is None:
+            name = semconv.metadata_attribute(kind, key)
+            if name == semconv.MESSAGE_CONTENT:
+                # Text never leaves the process unless capture is on; its length always may.
+                if isinstance(value, str):
+                    length = (
+                        semconv.RESPONSE_LENGTH
+                        if kind is ConversationEvent.AGENT_RESPONSE
+                        else semconv.MESSAGE_LENGTH
+                    )
+                    attributes.setdefault(length, len(value))
+                if not self._capture_content:
                     continue
             try:
                 attributes[name] = _coerce(name, value)
             except (TypeError, ValueError) as exc:
                 self._reject(exc)
         return attributes
-
-    def _name_for(
-        self,
-        kind: ConversationEvent,
-        key: str,
-        value: object,
-        attributes: dict[str, str | bool | int | float],
-    ) -> str | None:
-        """Attribute name for a keyword outside the article's set (``None``: handled or dropped)."""
-        if key == semconv.MODEL_KEYWORD:
-            is_response = kind is ConversationEvent.AGENT_RESPONSE
-            return semconv.RESPONSE_MODEL if is_response else semconv.REQUEST_MODEL
-        if key in semconv.CONTENT_KEYWORDS:
-            if isinstance(value, str):
-                length_name = (
-                    semconv.RESPONSE_LENGTH
-                    if kind is ConversationEvent.AGENT_RESPONSE
-                    else semconv.MESSAGE_LENGTH
-                )
-                attributes.setdefault(length_name, len(value))
-            return semconv.MESSAGE_CONTENT if self._capture_content else None
-        if key.startswith(semconv.METADATA_PREFIX):
-            return key
-        attributes[semconv.METADATA_PREFIX + key] = _as_string(value)
-        return None
 
     def _reject(self, exc: Exception) -> None:
         with self._lock:

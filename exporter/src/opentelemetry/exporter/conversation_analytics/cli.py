@@ -1,0 +1,231 @@
+"""``conversation-analytics``: demo, report, conversation, import and schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.exporter.conversation_analytics.analytics import DEFAULT_DAYS
+from opentelemetry.exporter.conversation_analytics.store import (
+    Schema,
+    StoreError,
+    open_store,
+    resolve_store_url,
+)
+from opentelemetry.exporter.conversation_analytics.version import __version__
+
+DEFAULT_DEMO_METRICS_PORT = 9464
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def _add_store(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        default=None,
+        help="store URL: chdb:///path (embedded) or clickhouse://user:pw@host:8123/db "
+        "(default: $CONVERSATION_ANALYTICS_STORE, else chdb://.conversation-analytics)",
+    )
+
+
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="conversation-analytics",
+        description="Conversation analytics for AI agents, built on OpenTelemetry.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser(
+        "demo", help="simulate an instrumented agent fleet into the store, then report"
+    )
+    _add_store(demo)
+    demo.add_argument("--conversations", type=_positive_int, default=2000)
+    demo.add_argument("--days", type=_positive_int, default=6, help="spread over the last N days")
+    demo.add_argument("--seed", type=int, default=None)
+    demo.add_argument(
+        "--metrics-port", type=int, default=DEFAULT_DEMO_METRICS_PORT,
+        help="serve /metrics here while the demo runs (0: any free port; -1: off)",
+    )
+    demo.add_argument(
+        "--serve", type=float, default=0.0, metavar="SECONDS",
+        help="keep /metrics up this long after the report (for a look in a browser)",
+    )
+    _add_format(demo)
+
+    report = commands.add_parser("report", help="section 4 metrics over the last N days")
+    report.add_argument("--days", type=_positive_int, default=DEFAULT_DAYS)
+    report.add_argument("--agent", default="", help="only this agent")
+    _add_format(report)
+    _add_store(report)
+
+    conversation = commands.add_parser("conversation", help="one conversation and its satisfaction")
+    conversation.add_argument("conversation_id")
+    _add_format(conversation)
+    _add_store(conversation)
+
+    importer = commands.add_parser("import", help="backfill from JSON lines (article's records)")
+    importer.add_argument("file", help="path to a JSON-lines file, or - for standard input")
+    _add_store(importer)
+
+    schema = commands.add_parser("schema", help="print (or --apply) the DDL")
+    schema.add_argument("--cluster", default=None, help="replicated cluster variant (ON CLUSTER)")
+    schema.add_argument("--database", default=Schema.database)
+    schema.add_argument("--ttl-days", type=int, default=0, help="0 keeps events forever")
+    schema.add_argument("--apply", action="store_true", help="apply to --store instead of printing")
+    _add_store(schema)
+    return parser
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
+    sys.stdout.write("\n")
+
+
+def _report(args: argparse.Namespace, store: Any) -> None:
+    from opentelemetry.exporter.conversation_analytics.render import render_report
+
+    report = store.report(args.days, agent=getattr(args, "agent", ""))
+    if args.format == "json":
+        _print_json(report.to_dict())
+    else:
+        print(render_report(report))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from opentelemetry.exporter.conversation_analytics.demo import run_demo
+    from opentelemetry.exporter.conversation_analytics.exporter import (
+        ConversationAnalyticsExporter,
+    )
+
+    store = open_store(args.store)
+    try:
+        port = None if args.metrics_port < 0 else args.metrics_port
+        try:
+            exporter = ConversationAnalyticsExporter(store, metrics_port=port)
+        except OSError as exc:
+            print(f"note: /metrics not served ({exc}); continuing", file=sys.stderr)
+            exporter = ConversationAnalyticsExporter(store)
+        if exporter.metrics_port is not None:
+            print(
+                f"Prometheus metrics at http://127.0.0.1:{exporter.metrics_port}/metrics",
+                file=sys.stderr,
+            )
+        print(
+            f"Simulating {args.conversations} conversations into {resolve_store_url(args.store)}",
+            file=sys.stderr,
+        )
+        run_demo(exporter, conversations=args.conversations, days=args.days, seed=args.seed)
+        args.agent = ""
+        args.days = DEFAULT_DAYS
+        _report(args, store)
+        if args.serve > 0 and exporter.metrics_port is not None:
+            import time
+
+            print(f"serving /metrics for {args.serve:g} s (Ctrl-C stops)", file=sys.stderr)
+            try:
+                time.sleep(args.serve)
+            except KeyboardInterrupt:
+                pass
+        exporter.shutdown()
+    finally:
+        store.close()
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    store = open_store(args.store)
+    try:
+        _report(args, store)
+    finally:
+        store.close()
+    return 0
+
+
+def _cmd_conversation(args: argparse.Namespace) -> int:
+    from opentelemetry.exporter.conversation_analytics.render import render_conversation
+
+    store = open_store(args.store)
+    try:
+        detail = store.conversation(args.conversation_id)
+    finally:
+        store.close()
+    if args.format == "json":
+        _print_json(detail.to_dict())
+    else:
+        print(render_conversation(detail))
+    return 0 if detail.events else EXIT_FAILURE
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from opentelemetry.exporter.conversation_analytics.importer import import_lines
+    from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline
+
+    store = open_store(args.store)
+    pipeline = ConversationPipeline(store)
+    stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    try:
+        with stream:
+            result = import_lines(stream, pipeline)
+    finally:
+        pipeline.close()
+        store.close()
+    for number, message in result.errors[:50]:
+        print(f"{args.file}:{number}: skipped: {message}", file=sys.stderr)
+    if len(result.errors) > 50:
+        print(f"... and {len(result.errors) - 50} more bad lines", file=sys.stderr)
+    print(f"imported {result.imported} events, skipped {result.skipped} bad lines")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    schema = Schema(database=args.database, cluster=args.cluster, ttl_days=args.ttl_days)
+    if not args.apply:
+        print(";\n\n".join(schema.ddl()) + ";")
+        return 0
+    store = open_store(args.store, apply_schema=False)
+    try:
+        store.schema = schema
+        store.apply_schema()
+    finally:
+        store.close()
+    print(f"schema applied to {resolve_store_url(args.store)}")
+    return 0
+
+
+_COMMANDS = {
+    "demo": _cmd_demo,
+    "report": _cmd_report,
+    "conversation": _cmd_conversation,
+    "import": _cmd_import,
+    "schema": _cmd_schema,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except (StoreError, ValueError, OSError) as exc:
+        print(f"conversation-analytics {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""A simulated, instrumented agent fleet: the zero-setup way to see the product work end to end.
+
+Real parts all the way: each simulated agent runs its turns inside OpenTelemetry spans of a real
+SDK ``TracerProvider``, records lifecycle events with the real ``ConversationTracker``, and a
+``BatchSpanProcessor`` hands the spans to the real ``ConversationAnalyticsExporter``.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TextIO
+
+from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
+from opentelemetry.instrumentation.conversation import semconv
+from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
+from opentelemetry.instrumentation.conversation.tracker import ConversationTracker
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import use_span
+
+Event = ConversationEvent
+
+
+@dataclass(frozen=True)
+class AgentProfile:
+    """How one simulated agent behaves; prompt v2 is the better prompt."""
+
+    name: str
+    models: tuple[str, ...]
+    tools: tuple[str, ...]
+    channels: tuple[str, ...]
+    resolve: float  # chance per turn that the user's problem is solved
+    leave: float  # chance per turn that the user gives up
+    handoff: float  # chance per turn of escalating to a human
+
+
+FLEET: tuple[AgentProfile, ...] = (
+    AgentProfile(
+        "support-bot",
+        ("gpt-4o-mini", "claude-haiku"),
+        ("search_kb", "lookup_order", "create_ticket"),
+        ("web", "slack", "voice"),
+        resolve=0.34, leave=0.09, handoff=0.05,
+    ),
+    AgentProfile(
+        "research-assistant",
+        ("gpt-4o", "claude-sonnet"),
+        ("web_search", "read_document"),
+        ("web", "api"),
+        resolve=0.22, leave=0.12, handoff=0.02,
+    ),
+)
+PROMPT_VERSIONS = ("v1", "v2")
+#: The simulated users are not real people; a fixed key keeps demo runs comparable.
+DEMO_USER_ID_KEY = b"demo-fleet"
+
+
+def _simulate(
+    rng: random.Random,
+    trackers: dict[tuple[str, str], ConversationTracker],
+    provider: TracerProvider,
+    start: datetime,
+) -> None:
+    """One conversation: turns with tools and replies, then completion, handoff or abandonment."""
+    agent = rng.choice(FLEET)
+    prompt = rng.choice(PROMPT_VERSIONS)
+    tracker = trackers[(agent.name, prompt)]
+    model = rng.choice(agent.models)
+    better = 0.1 if prompt == "v2" else 0.0
+    tracer = provider.get_tracer(__name__)
+    conversation_id = f"conv-{uuid.UUID(int=rng.getrandbits(128)).hex[:16]}"
+    user_id = f"user-{rng.randrange(5000)}"
+    clock = start
+
+    def record(kind: ConversationEvent, **metadata: object) -> None:
+        nonlocal clock
+        clock += timedelta(seconds=rng.uniform(1, 20))
+        tracker.record(conversation_id, user_id, kind, timestamp=clock, **metadata)
+
+    def nanos(moment: datetime) -> int:
+        return int(moment.timestamp() * 1e9)
+
+    record(Event.STARTED, channel=rng.choice(agent.channels))
+    turn = 0
+    while True:
+        turn += 1
+        span = tracer.start_span(
+            "invoke_agent " + agent.name,
+            start_time=nanos(clock),
+            attributes={semconv.OPERATION_NAME: "invoke_agent", semconv.AGENT_NAME: agent.name},
+        )
+        with use_span(span, end_on_exit=False):
+            rephrase = turn > 1 and rng.random() < 0.15
+            similarity = rng.uniform(0.86, 0.97) if rephrase else rng.uniform(0.1, 0.6)
+            record(Event.USER_MESSAGE, turn=turn, message_length=rng.randint(8, 400),
+                   similarity=round(similarity, 3), model=model)
+            for _ in range(rng.choice((0, 0, 1, 1, 2))):
+                failed = rng.random() < 0.08
+                record(Event.TOOL_CALLED, turn=turn, tool_name=rng.choice(agent.tools),
+                       **({"error_type": "TimeoutError"} if failed else {}))
+            record(Event.AGENT_RESPONSE, turn=turn, response_length=rng.randint(40, 1500),
+                   model=model)
+            outcome = rng.random()
+            if outcome < agent.resolve + better:
+                if rng.random() < 0.4:
+                    record(Event.FEEDBACK_RECEIVED,
+                           rating="positive" if rng.random() < 0.8 else "negative")
+                record(Event.COMPLETED, total_turns=turn)
+            elif outcome < agent.resolve + better + agent.handoff:
+                record(Event.HANDOFF_REQUESTED, turn=turn, reason="user asked for a human")
+                if rng.random() < 0.5:
+                    record(Event.COMPLETED, total_turns=turn)
+            elif outcome < agent.resolve + better + agent.handoff + agent.leave - better / 2:
+                if rng.random() < 0.3:
+                    record(Event.FEEDBACK_RECEIVED, rating="negative")
+                record(Event.ABANDONED, abandoned_at_turn=turn)
+            elif turn < 12:
+                span.end(end_time=nanos(clock))
+                continue
+            else:
+                record(Event.ABANDONED, abandoned_at_turn=turn)
+        span.end(end_time=nanos(clock))
+        return
+
+
+def run_demo(
+    exporter: ConversationAnalyticsExporter,
+    *,
+    conversations: int = 2000,
+    days: int = 6,
+    seed: int | None = None,
+    now: datetime | None = None,
+    progress: TextIO | None = sys.stderr,
+    on_progress: Callable[[int], None] | None = None,
+) -> None:
+    """Simulate ``conversations`` spread over the last ``days`` and export them."""
+    rng = random.Random(seed)
+    now = now or datetime.now(timezone.utc)
+    provider = TracerProvider(resource=Resource.create({"service.name": "demo-agent-fleet"}))
+    provider.add_span_processor(
+        BatchSpanProcessor(exporter, max_queue_size=65_536, max_export_batch_size=4096)
+    )
+    trackers = {
+        (agent.name, prompt): ConversationTracker(
+            provider,
+            agent_name=agent.name,
+            prompt_version=prompt,
+            agent_version="1.0",
+            user_id_key=DEMO_USER_ID_KEY,
+        )
+        for agent in FLEET
+        for prompt in PROMPT_VERSIONS
+    }
+    step = max(1, conversations // 20)
+    try:
+        for index in range(conversations):
+            offset = rng.uniform(0.0, days * 86_400.0 - 3_600.0)
+            _simulate(rng, trackers, provider, now - timedelta(seconds=offset + 3_600.0))
+            done = index + 1
+            if progress is not None and (done % step == 0 or done == conversations):
+                width = 30
+                filled = width * done // conversations
+                progress.write(
+                    f"\r  simulating [{'#' * filled}{'.' * (width - filled)}] "
+                    f"{done}/{conversations} conversations"
+                )
+                progress.flush()
+            if on_progress is not None:
+                on_progress(done)
+        if progress is not None:
+            progress.write("\n")
+        provider.force_flush()
+    finally:
+        provider.shutdown()

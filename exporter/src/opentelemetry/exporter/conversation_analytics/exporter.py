@@ -1,0 +1,114 @@
+"""``ConversationAnalyticsExporter``: a SpanExporter that turns conversation events into analytics.
+
+Registered as the ``conversation_analytics`` traces exporter, so
+``OTEL_TRACES_EXPORTER=otlp,conversation_analytics`` runs it beside any other exporter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Final
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from opentelemetry.exporter.conversation_analytics.extract import rows_from_spans
+from opentelemetry.exporter.conversation_analytics.metrics import ConversationMetrics
+from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline
+from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store
+from opentelemetry.instrumentation.conversation.pseudonymize import env_flag
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+_logger = logging.getLogger(__name__)
+
+ENV_METRICS_PORT: Final = "CONVERSATION_ANALYTICS_METRICS_PORT"
+ENV_METRICS_HOST: Final = "CONVERSATION_ANALYTICS_METRICS_HOST"
+ENV_STORE_CONTENT: Final = "CONVERSATION_ANALYTICS_STORE_CONTENT"
+DEFAULT_METRICS_HOST: Final = "127.0.0.1"
+SOURCE: Final = "exporter"
+
+
+class ConversationAnalyticsExporter(SpanExporter):
+    """Writes conversation span events to the store and keeps the Prometheus series.
+
+    ``store`` is a :class:`ConversationStore` or a store URL (default: ``$CONVERSATION_ANALYTICS_STORE``,
+    else the embedded ``chdb://.conversation-analytics``); a URL is opened on first export, so an
+    unreachable ClickHouse never breaks the application's start. ``metrics_port`` (else
+    ``$CONVERSATION_ANALYTICS_METRICS_PORT``) serves ``/metrics`` on ``metrics_host`` (else
+    ``$CONVERSATION_ANALYTICS_METRICS_HOST``, default 127.0.0.1); 0 picks a free port.
+    """
+
+    def __init__(
+        self,
+        store: ConversationStore | str | None = None,
+        *,
+        metrics_port: int | None = None,
+        metrics_host: str | None = None,
+        registry: CollectorRegistry | None = None,
+        max_label_values: int | None = None,
+        store_content: bool | None = None,
+        pipeline: ConversationPipeline | None = None,
+    ) -> None:
+        if pipeline is None:
+            target = store
+            provider = target if isinstance(target, ConversationStore) else (
+                lambda: open_store(target)  # type: ignore[arg-type]
+            )
+            metrics = ConversationMetrics(registry, max_label_values)
+            pipeline = ConversationPipeline(provider, metrics)
+        self.pipeline = pipeline
+        self.metrics = pipeline.metrics
+        self._store_content = (
+            env_flag(ENV_STORE_CONTENT, False) if store_content is None else store_content
+        )
+        self._shutdown = False
+        self.metrics_port: int | None = None
+        self._server = None
+        if metrics_port is None and os.environ.get(ENV_METRICS_PORT):
+            metrics_port = int(os.environ[ENV_METRICS_PORT])
+        if metrics_port is not None:
+            host = metrics_host or os.environ.get(ENV_METRICS_HOST) or DEFAULT_METRICS_HOST
+            server, _thread = start_http_server(
+                metrics_port, addr=host, registry=self.metrics.registry
+            )
+            self._server = server
+            self.metrics_port = int(server.server_address[1])
+
+    @property
+    def store(self) -> ConversationStore:
+        return self.pipeline.store
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._shutdown:
+            return SpanExportResult.FAILURE
+        try:
+            rows, rejected = rows_from_spans(spans, store_content=self._store_content)
+            for reason, count in rejected.items():
+                self.pipeline.reject(reason, count)
+            if not rows and not self.pipeline.pending:
+                return SpanExportResult.SUCCESS
+            written = self.pipeline.submit(rows, SOURCE)
+        except Exception:  # never raise into the SDK's processor thread
+            _logger.exception("conversation analytics export failed")
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS if written else SpanExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        try:
+            return self.pipeline.flush()
+        except Exception:
+            _logger.exception("conversation analytics flush failed")
+            return False
+
+    def shutdown(self) -> None:
+        if self._shutdown:
+            return
+        self._shutdown = True
+        try:
+            self.pipeline.close()
+        finally:
+            if self._server is not None:
+                self._server.shutdown()
+                self._server.server_close()

@@ -1,0 +1,52 @@
+"""Conversation events out of finished SDK spans (the collector has its own OTLP decoder)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from opentelemetry.exporter.conversation_analytics.rows import (
+    EventRow,
+    RejectedEvent,
+    row_from_attributes,
+)
+from opentelemetry.instrumentation.conversation import semconv
+from opentelemetry.sdk.trace import ReadableSpan
+
+
+def rows_from_spans(
+    spans: Iterable[ReadableSpan], *, store_content: bool = False
+) -> tuple[list[EventRow], Counter[str]]:
+    """Rows for every ``conversation.*`` span event, and rejected events counted by reason."""
+    rows: list[EventRow] = []
+    rejected: Counter[str] = Counter()
+    for span in spans:
+        events = span.events
+        if not events:
+            continue
+        context = span.context
+        trace_id = span_id = ""
+        if context is not None:
+            trace_id = format(context.trace_id, "032x")
+            span_id = format(context.span_id, "016x")
+        resource = span.resource
+        service = resource.attributes.get(semconv.SERVICE_NAME, "") if resource else ""
+        for event in events:
+            kind = semconv.event_type_of(event.name)
+            if kind is None:
+                continue
+            try:
+                rows.append(
+                    row_from_attributes(
+                        kind,
+                        event.attributes or {},
+                        event.timestamp,
+                        service_name=str(service),
+                        trace_id=trace_id,
+                        span_id=span_id,
+                        store_content=store_content,
+                    )
+                )
+            except RejectedEvent as exc:
+                rejected[exc.reason] += 1
+    return rows, rejected

@@ -1,0 +1,293 @@
+"""The write path shared by the in-process exporter and the collector service.
+
+Rows arrive in batches; each event id is accepted once (re-exports and client retries are counted
+as duplicates, not stored or counted again), observed into the Prometheus series, and written to the
+store with retries and backoff. What still cannot be written waits in a bounded buffer and is
+retried on the next batch or flush; overflow is counted by reason, never silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from opentelemetry.exporter.conversation_analytics.analytics import satisfaction_score
+from opentelemetry.exporter.conversation_analytics.metrics import ConversationMetrics
+from opentelemetry.exporter.conversation_analytics.rows import EventRow
+from opentelemetry.exporter.conversation_analytics.store.base import ConversationStore
+from opentelemetry.instrumentation.conversation.semconv import (
+    RATING_NEGATIVE,
+    RATING_POSITIVE,
+    RATINGS,
+    ConversationEvent,
+)
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BUFFERED_EVENTS: Final = 100_000
+DEFAULT_BATCH_SIZE: Final = 20_000
+DEFAULT_DEDUPE_WINDOW: Final = 200_000
+DEFAULT_STATE_LIMIT: Final = 100_000
+DROP_BUFFER_FULL: Final = "buffer_full"
+DROP_SHUTDOWN: Final = "shutdown"
+
+StoreProvider = Callable[[], ConversationStore]
+
+
+@dataclass(slots=True)
+class _ConversationState:
+    """What one process knows of a live conversation, for once-per-conversation histograms."""
+
+    started_ns: int | None = None
+    channel: str = ""
+    model: str = ""
+    prompt_version: str = ""
+    user_messages: int = 0
+    positive: int = 0
+    negative: int = 0
+    handoff: bool = False
+    finished: bool = False
+
+
+class _BoundedLru(OrderedDict[str, object]):
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def remember(self, key: str, value: object) -> None:
+        self[key] = value
+        if len(self) > self.limit:
+            self.popitem(last=False)
+
+
+class ConversationPipeline:
+    """Dedupe, observe, write with retry; one instance per exporter or collector."""
+
+    def __init__(
+        self,
+        store: ConversationStore | StoreProvider,
+        metrics: ConversationMetrics | None = None,
+        *,
+        max_buffered_events: int = DEFAULT_MAX_BUFFERED_EVENTS,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_attempts: int = 4,
+        backoff_seconds: float = 0.05,
+        max_backoff_seconds: float = 2.0,
+        dedupe_window: int = DEFAULT_DEDUPE_WINDOW,
+        state_limit: int = DEFAULT_STATE_LIMIT,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if max_buffered_events < 1 or batch_size < 1 or max_attempts < 1:
+            raise ValueError("buffer size, batch size and attempts must be at least 1")
+        if isinstance(store, ConversationStore):
+            self._store: ConversationStore | None = store
+            self._provider: StoreProvider | None = None
+        else:
+            self._store, self._provider = None, store
+        self.metrics = metrics or ConversationMetrics()
+        self.max_buffered_events = max_buffered_events
+        self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        self._sleep = sleep
+        self._seen = _BoundedLru(dedupe_window)
+        self._conversations = _BoundedLru(state_limit)
+        self._pending: list[EventRow] = []
+        self._lock = threading.RLock()
+
+    # ---- public ---------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> ConversationStore:
+        """The store, opened on first use when given as a provider (a URL not yet reachable)."""
+        if self._store is None:
+            assert self._provider is not None
+            self._store = self._provider()
+        return self._store
+
+    @property
+    def pending(self) -> int:
+        """Events accepted but not yet written."""
+        return len(self._pending)
+
+    def reject(self, reason: str, count: int = 1) -> None:
+        """Count events that could not become rows (bad input)."""
+        if count:
+            self.metrics.events_dropped.labels(reason).inc(count)
+
+    def submit(self, rows: Iterable[EventRow], source: str) -> bool:
+        """Accept rows; True when everything accepted so far is durably written."""
+        with self._lock:
+            fresh = self._accept(rows, source)
+            self._pending.extend(fresh)
+            overflow = len(self._pending) - self.max_buffered_events
+            if overflow > 0:
+                # Oldest first out: the buffer keeps the newest events when the store is down.
+                del self._pending[:overflow]
+                self.metrics.events_dropped.labels(DROP_BUFFER_FULL).inc(overflow)
+                _logger.error("store unavailable and buffer full: dropped %d events", overflow)
+            return self._flush_locked()
+
+    def flush(self) -> bool:
+        """Try to write everything pending; True when nothing is left."""
+        with self._lock:
+            return self._flush_locked()
+
+    def close(self) -> None:
+        """Flush once more; whatever still cannot be written is counted as dropped.
+
+        A store given as an instance belongs to the caller and stays open.
+        """
+        with self._lock:
+            if not self._flush_locked() and self._pending:
+                self.metrics.events_dropped.labels(DROP_SHUTDOWN).inc(len(self._pending))
+                _logger.error("shutting down with %d unwritten events", len(self._pending))
+                self._pending.clear()
+                self.metrics.queue_depth.set(0)
+            if self._store is not None and self._provider is not None:
+                self._store.close()  # only a store this pipeline opened itself
+
+    # ---- internals ------------------------------------------------------------------------------
+
+    def _accept(self, rows: Iterable[EventRow], source: str) -> list[EventRow]:
+        fresh: list[EventRow] = []
+        seen = self._seen
+        received = duplicates = 0
+        for row in rows:
+            received += 1
+            if row.event_id in seen:
+                duplicates += 1
+                continue
+            seen.remember(row.event_id, None)
+            fresh.append(row)
+        self.metrics.events_received.labels(source).inc(received)
+        if duplicates:
+            self.metrics.events_duplicate.inc(duplicates)
+        fresh.sort(key=_by_time)
+        for row in fresh:
+            self._observe(row)
+        return fresh
+
+    def _flush_locked(self) -> bool:
+        while self._pending:
+            batch = self._pending[: self.batch_size]
+            if not self._write(batch):
+                self.metrics.queue_depth.set(len(self._pending))
+                return False
+            del self._pending[: len(batch)]
+        self.metrics.queue_depth.set(0)
+        return True
+
+    def _write(self, batch: Sequence[EventRow]) -> bool:
+        delay = self.backoff_seconds
+        for attempt in range(1, self.max_attempts + 1):
+            started = time.perf_counter()
+            try:
+                self.store.insert(batch)
+            except Exception as exc:
+                self.metrics.write_errors.inc()
+                _logger.warning(
+                    "store write of %d events failed (attempt %d/%d): %s",
+                    len(batch), attempt, self.max_attempts, exc,
+                )
+                if attempt < self.max_attempts:
+                    self._sleep(min(self.max_backoff_seconds, delay) * random.uniform(0.5, 1.0))  # noqa: S311
+                    delay *= 2
+                continue
+            self.metrics.batch_write_seconds.observe(time.perf_counter() - started)
+            self.metrics.events_written.inc(len(batch))
+            return True
+        return False
+
+    def _observe(self, row: EventRow) -> None:
+        metrics = self.metrics
+        state = self._conversations.get(row.conversation_id)
+        if not isinstance(state, _ConversationState):
+            state = _ConversationState()
+        self._conversations.remember(row.conversation_id, state)
+        state.channel = row.channel or state.channel
+        state.model = row.response_model or row.request_model or state.model
+        state.prompt_version = row.prompt_version or state.prompt_version
+        labels = metrics.conversation_labels(
+            row.agent_name, state.channel, state.model, state.prompt_version
+        )
+        kind = row.event_type
+        if kind == _STARTED:
+            state.started_ns = row.timestamp_ns
+            metrics.started.labels(*labels).inc()
+        elif kind == _USER_MESSAGE:
+            state.user_messages += 1
+            metrics.user_messages.labels(*labels).inc()
+            if row.rephrase:
+                metrics.rephrases.labels(*labels).inc()
+        elif kind == _TOOL_CALLED:
+            outcome = "error" if row.error_type else "ok"
+            metrics.tool_calls.labels(
+                labels[0], metrics.limit("tool", row.tool_name), outcome
+            ).inc()
+        elif kind == _HANDOFF:
+            state.handoff = True
+            metrics.handoffs.labels(*labels).inc()
+        elif kind == _FEEDBACK:
+            if row.feedback_rating == RATING_POSITIVE:
+                state.positive += 1
+            elif row.feedback_rating == RATING_NEGATIVE:
+                state.negative += 1
+            rating = row.feedback_rating if row.feedback_rating in RATINGS else "other"
+            metrics.feedback.labels(labels[0], rating).inc()
+        elif kind == _COMPLETED:
+            metrics.completed.labels(*labels).inc()
+            self._finish(state, row, labels, completed=True)
+        elif kind == _ABANDONED:
+            inferred = "true" if row.abandon_inferred else "false"
+            metrics.abandoned.labels(*labels, inferred).inc()
+            self._finish(state, row, labels, completed=False)
+
+    def _finish(
+        self,
+        state: _ConversationState,
+        row: EventRow,
+        labels: tuple[str, str, str, str],
+        *,
+        completed: bool,
+    ) -> None:
+        """Once per conversation: turns, duration, drop-off turn and satisfaction histograms."""
+        if state.finished:
+            return
+        state.finished = True
+        metrics = self.metrics
+        turns = row.total_turns if completed else row.abandoned_at_turn
+        metrics.turns.labels(*labels).observe(turns if turns is not None else state.user_messages)
+        if completed and state.started_ns is not None:
+            seconds = (row.timestamp_ns - state.started_ns) / 1e9
+            metrics.duration.labels(*labels).observe(max(0.0, seconds))
+        if not completed and row.abandoned_at_turn is not None:
+            metrics.abandoned_at_turn.labels(*labels).observe(row.abandoned_at_turn)
+        score = satisfaction_score(
+            positive=state.positive,
+            negative=state.negative,
+            user_messages=state.user_messages,
+            completed=completed,
+            handoff=state.handoff,
+        )
+        metrics.satisfaction.labels(*labels).observe(score)
+
+
+def _by_time(row: EventRow) -> int:
+    return row.timestamp_ns
+
+
+_STARTED: Final = ConversationEvent.STARTED.value
+_USER_MESSAGE: Final = ConversationEvent.USER_MESSAGE.value
+_TOOL_CALLED: Final = ConversationEvent.TOOL_CALLED.value
+_HANDOFF: Final = ConversationEvent.HANDOFF_REQUESTED.value
+_FEEDBACK: Final = ConversationEvent.FEEDBACK_RECEIVED.value
+_COMPLETED: Final = ConversationEvent.COMPLETED.value
+_ABANDONED: Final = ConversationEvent.ABANDONED.value

@@ -1,0 +1,60 @@
+"""Shared fixtures: a real embedded store in a temporary directory, and a real SDK pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
+from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store
+from opentelemetry.instrumentation.conversation import ConversationTracker
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+TEST_USER_ID_KEY = b"test-key"
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    return f"chdb://{tmp_path / 'store'}"
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[ConversationStore]:
+    """A real chDB store with the schema applied (chDB allows one open directory per process)."""
+    opened = open_store(store_url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def exporter(
+    store: ConversationStore, registry: CollectorRegistry
+) -> Iterator[ConversationAnalyticsExporter]:
+    exp = ConversationAnalyticsExporter(store, registry=registry)
+    yield exp
+    exp.shutdown()
+
+
+@pytest.fixture
+def provider(exporter: ConversationAnalyticsExporter) -> Iterator[TracerProvider]:
+    """An SDK provider whose spans reach the exporter as soon as they end."""
+    tp = TracerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(exporter))
+    yield tp
+    tp.shutdown()
+
+
+@pytest.fixture
+def tracker(provider: TracerProvider) -> ConversationTracker:
+    return ConversationTracker(provider, agent_name="test-agent", user_id_key=TEST_USER_ID_KEY)
