@@ -6,13 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from prometheus_client import CollectorRegistry
 
 from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store
 from opentelemetry.instrumentation.conversation import ConversationTracker
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 TEST_USER_ID_KEY = b"test-key"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -58,11 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=_positive_int, default=6, help="spread over the last N days")
     demo.add_argument("--seed", type=int, default=None)
     demo.add_argument(
-        "--metrics-port", type=int, default=DEFAULT_DEMO_METRICS_PORT,
+        "--metrics-port",
+        type=int,
+        default=DEFAULT_DEMO_METRICS_PORT,
         help="serve /metrics here while the demo runs (0: any free port; -1: off)",
     )
     demo.add_argument(
-        "--serve", type=float, default=0.0, metavar="SECONDS",
+        "--serve",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
         help="keep /metrics up this long after the report (for a look in a browser)",
     )
     _add_format(demo)
@@ -137,10 +143,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             import time
 
             print(f"serving /metrics for {args.serve:g} s (Ctrl-C stops)", file=sys.stderr)
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 time.sleep(args.serve)
-            except KeyboardInterrupt:
-                pass
         exporter.shutdown()
     finally:
         store.close()

@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TextIO
 
-from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
-from opentelemetry.instrumentation.conversation import semconv
-from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
-from opentelemetry.instrumentation.conversation.tracker import ConversationTracker
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import use_span
+
+from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
+from opentelemetry.instrumentation.conversation import semconv
+from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
+from opentelemetry.instrumentation.conversation.tracker import ConversationTracker
 
 Event = ConversationEvent
 
@@ -46,14 +47,18 @@ FLEET: tuple[AgentProfile, ...] = (
         ("gpt-4o-mini", "claude-haiku"),
         ("search_kb", "lookup_order", "create_ticket"),
         ("web", "slack", "voice"),
-        resolve=0.34, leave=0.09, handoff=0.05,
+        resolve=0.34,
+        leave=0.09,
+        handoff=0.05,
     ),
     AgentProfile(
         "research-assistant",
         ("gpt-4o", "claude-sonnet"),
         ("web_search", "read_document"),
         ("web", "api"),
-        resolve=0.22, leave=0.12, handoff=0.02,
+        resolve=0.22,
+        leave=0.12,
+        handoff=0.02,
     ),
 )
 PROMPT_VERSIONS = ("v1", "v2")
@@ -98,19 +103,31 @@ def _simulate(
         with use_span(span, end_on_exit=False):
             rephrase = turn > 1 and rng.random() < 0.15
             similarity = rng.uniform(0.86, 0.97) if rephrase else rng.uniform(0.1, 0.6)
-            record(Event.USER_MESSAGE, turn=turn, message_length=rng.randint(8, 400),
-                   similarity=round(similarity, 3), model=model)
+            record(
+                Event.USER_MESSAGE,
+                turn=turn,
+                message_length=rng.randint(8, 400),
+                similarity=round(similarity, 3),
+                model=model,
+            )
             for _ in range(rng.choice((0, 0, 1, 1, 2))):
                 failed = rng.random() < 0.08
-                record(Event.TOOL_CALLED, turn=turn, tool_name=rng.choice(agent.tools),
-                       **({"error_type": "TimeoutError"} if failed else {}))
-            record(Event.AGENT_RESPONSE, turn=turn, response_length=rng.randint(40, 1500),
-                   model=model)
+                record(
+                    Event.TOOL_CALLED,
+                    turn=turn,
+                    tool_name=rng.choice(agent.tools),
+                    **({"error_type": "TimeoutError"} if failed else {}),
+                )
+            record(
+                Event.AGENT_RESPONSE, turn=turn, response_length=rng.randint(40, 1500), model=model
+            )
             outcome = rng.random()
             if outcome < agent.resolve + better:
                 if rng.random() < 0.4:
-                    record(Event.FEEDBACK_RECEIVED,
-                           rating="positive" if rng.random() < 0.8 else "negative")
+                    record(
+                        Event.FEEDBACK_RECEIVED,
+                        rating="positive" if rng.random() < 0.8 else "negative",
+                    )
                 record(Event.COMPLETED, total_turns=turn)
             elif outcome < agent.resolve + better + agent.handoff:
                 record(Event.HANDOFF_REQUESTED, turn=turn, reason="user asked for a human")

@@ -11,6 +11,8 @@ import os
 from collections.abc import Sequence
 from typing import Final
 
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client import CollectorRegistry, start_http_server
 
 from opentelemetry.exporter.conversation_analytics.extract import rows_from_spans
@@ -18,8 +20,6 @@ from opentelemetry.exporter.conversation_analytics.metrics import ConversationMe
 from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store
 from opentelemetry.instrumentation.conversation.pseudonymize import env_flag
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 _logger = logging.getLogger(__name__)
 
@@ -33,9 +33,9 @@ SOURCE: Final = "exporter"
 class ConversationAnalyticsExporter(SpanExporter):
     """Writes conversation span events to the store and keeps the Prometheus series.
 
-    ``store`` is a :class:`ConversationStore` or a store URL (default: ``$CONVERSATION_ANALYTICS_STORE``,
-    else the embedded ``chdb://.conversation-analytics``); a URL is opened on first export, so an
-    unreachable ClickHouse never breaks the application's start. ``metrics_port`` (else
+    ``store`` is a :class:`ConversationStore` or a store URL (default:
+    ``$CONVERSATION_ANALYTICS_STORE``, else the embedded ``chdb://.conversation-analytics``);
+    a URL is opened on first export, so an unreachable ClickHouse never breaks the application's start. ``metrics_port`` (else
     ``$CONVERSATION_ANALYTICS_METRICS_PORT``) serves ``/metrics`` on ``metrics_host`` (else
     ``$CONVERSATION_ANALYTICS_METRICS_HOST``, default 127.0.0.1); 0 picks a free port.
     """
@@ -52,12 +52,12 @@ class ConversationAnalyticsExporter(SpanExporter):
         pipeline: ConversationPipeline | None = None,
     ) -> None:
         if pipeline is None:
-            target = store
-            provider = target if isinstance(target, ConversationStore) else (
-                lambda: open_store(target)  # type: ignore[arg-type]
-            )
             metrics = ConversationMetrics(registry, max_label_values)
-            pipeline = ConversationPipeline(provider, metrics)
+            if isinstance(store, ConversationStore):
+                pipeline = ConversationPipeline(store, metrics)
+            else:
+                url = store
+                pipeline = ConversationPipeline(lambda: open_store(url), metrics)
         self.pipeline = pipeline
         self.metrics = pipeline.metrics
         self._store_content = (

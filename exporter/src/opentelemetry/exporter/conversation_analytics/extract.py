@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
+from opentelemetry.sdk.trace import ReadableSpan
+
 from opentelemetry.exporter.conversation_analytics.rows import (
     EventRow,
     RejectedEvent,
     row_from_attributes,
 )
 from opentelemetry.instrumentation.conversation import semconv
-from opentelemetry.sdk.trace import ReadableSpan
 
 
 def rows_from_spans(

@@ -1,7 +1,7 @@
-"""Backfill from JSON lines shaped like the article's event record.
+"""Backfill from JSON lines shaped like the article's event records.
 
-Each line: ``{"id", "conversation_id", "user_id", "event_type", "timestamp", "metadata"}``. Bad lines
-are reported with their line numbers and skipped; every good line is kept.
+Each line: ``{"id", "conversation_id", "user_id", "event_type", "timestamp", "metadata"}``.
+Bad lines are reported with their line numbers and skipped; every good line is kept.
 """
 
 from __future__ import annotations

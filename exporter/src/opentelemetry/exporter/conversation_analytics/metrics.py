@@ -99,20 +99,32 @@ class ConversationMetrics:
         self.user_messages = Counter(USER_MESSAGES, "User messages (turns)", labels, registry=r)
         self.rephrases = Counter(REPHRASES, "User messages that rephrase", labels, registry=r)
         self.turns = Histogram(
-            TURNS, "User turns per finished conversation", labels, buckets=TURN_BUCKETS,
+            TURNS,
+            "User turns per finished conversation",
+            labels,
+            buckets=TURN_BUCKETS,
             registry=r,
         )
         self.duration = Histogram(
-            DURATION, "Start to completion of a conversation", labels,
-            buckets=DURATION_BUCKETS, registry=r,
+            DURATION,
+            "Start to completion of a conversation",
+            labels,
+            buckets=DURATION_BUCKETS,
+            registry=r,
         )
         self.abandoned_at_turn = Histogram(
-            ABANDONED_AT_TURN, "Turn at which conversations were abandoned", labels,
-            buckets=TURN_BUCKETS, registry=r,
+            ABANDONED_AT_TURN,
+            "Turn at which conversations were abandoned",
+            labels,
+            buckets=TURN_BUCKETS,
+            registry=r,
         )
         self.satisfaction = Histogram(
-            SATISFACTION, "Satisfaction score of finished conversations (0..1)", labels,
-            buckets=SATISFACTION_BUCKETS, registry=r,
+            SATISFACTION,
+            "Satisfaction score of finished conversations (0..1)",
+            labels,
+            buckets=SATISFACTION_BUCKETS,
+            registry=r,
         )
         self.events_received = Counter(
             EVENTS_RECEIVED, "Conversation events received", ("source",), registry=r
@@ -131,8 +143,10 @@ class ConversationMetrics:
             QUEUE_DEPTH, "Events waiting to be written (retry buffer)", registry=r
         )
         self.batch_write_seconds = Histogram(
-            BATCH_WRITE_SECONDS, "Latency of one batch write to the store",
-            buckets=WRITE_BUCKETS, registry=r,
+            BATCH_WRITE_SECONDS,
+            "Latency of one batch write to the store",
+            buckets=WRITE_BUCKETS,
+            registry=r,
         )
 
     def conversation_labels(

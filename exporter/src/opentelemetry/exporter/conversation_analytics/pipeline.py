@@ -195,7 +195,10 @@ class ConversationPipeline:
                 self.metrics.write_errors.inc()
                 _logger.warning(
                     "store write of %d events failed (attempt %d/%d): %s",
-                    len(batch), attempt, self.max_attempts, exc,
+                    len(batch),
+                    attempt,
+                    self.max_attempts,
+                    exc,
                 )
                 if attempt < self.max_attempts:
                     self._sleep(min(self.max_backoff_seconds, delay) * random.uniform(0.5, 1.0))  # noqa: S311

@@ -1,4 +1,4 @@
-"""Plain-text tables for the terminal (``report`` and ``conversation`` without ``--format json``)."""
+"""Plain-text tables for the terminal: ``report`` and ``conversation`` in table format."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ def _value(value: object, suffix: str = "") -> str:
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
     cells = [list(map(str, headers))] + [[_value(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in cells]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in cells
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return ["  " + line.rstrip() for line in lines]
 
@@ -49,12 +52,29 @@ def render_report(report: Report) -> str:
     if report.agents:
         lines += ["", "Per agent"]
         lines += _table(
-            ("agent", "convs", "completed%", "abandoned%", "handoff%", "turns", "duration s",
-             "satisfaction", "rephrase%"),
+            (
+                "agent",
+                "convs",
+                "completed%",
+                "abandoned%",
+                "handoff%",
+                "turns",
+                "duration s",
+                "satisfaction",
+                "rephrase%",
+            ),
             [
-                (a.agent, a.total_conversations, a.completion_rate, a.abandonment_rate,
-                 a.handoff_rate, a.avg_turns, a.avg_duration_seconds, a.avg_satisfaction,
-                 a.rephrase_rate)
+                (
+                    a.agent,
+                    a.total_conversations,
+                    a.completion_rate,
+                    a.abandonment_rate,
+                    a.handoff_rate,
+                    a.avg_turns,
+                    a.avg_duration_seconds,
+                    a.avg_satisfaction,
+                    a.rephrase_rate,
+                )
                 for a in report.agents
             ],
         )

@@ -8,6 +8,7 @@ identical on every path.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -99,7 +100,7 @@ def _float(value: object) -> float | None:
         number = float(value)
     except ValueError:
         return None
-    return number if number == number and abs(number) != float("inf") else None
+    return number if math.isfinite(number) else None
 
 
 def _bool(value: object) -> bool:
@@ -183,7 +184,6 @@ def row_from_attributes(
             continue
         if key == semconv.MESSAGE_CONTENT and not store_content:
             continue
-        if key.startswith(semconv.METADATA_PREFIX):
-            key = key[len(semconv.METADATA_PREFIX) :]
-        extra[_text(key)] = _text(value)
+        name = key.removeprefix(semconv.METADATA_PREFIX)
+        extra[_text(name)] = _text(value)
     return row

@@ -41,7 +41,7 @@ def _warn_default_key() -> None:
 class UserIdPseudonymizer:
     """HMAC-SHA256 of the user id under an operator key, truncated to 128 bits, cached."""
 
-    __slots__ = ("_key", "_enabled", "_cache")
+    __slots__ = ("_cache", "_enabled", "_key")
 
     def __init__(self, key: str | bytes | None = None, enabled: bool | None = None) -> None:
         if enabled is None:

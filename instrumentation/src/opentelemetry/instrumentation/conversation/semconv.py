@@ -31,7 +31,7 @@ class ConversationEvent(str, Enum):
 
     @classmethod
     def parse(cls, value: object) -> ConversationEvent:
-        """Accept a member, its value (``"completed"``) or its event name; raise ``ValueError`` otherwise."""
+        """A member, its value (``"completed"``) or its event name; ``ValueError`` otherwise."""
         if isinstance(value, cls):
             return value
         if isinstance(value, str):
@@ -123,7 +123,6 @@ MODEL_KEYWORD: Final = "model"
 CONTENT_KEYWORDS: Final = frozenset({"message", "text", "content", "response", "prompt"})
 
 
-
 def metadata_attribute(kind: ConversationEvent, key: str) -> str:
     """The attribute a caller's metadata keyword travels as.
 
@@ -152,10 +151,28 @@ BOOL_ATTRIBUTES: Final = frozenset({REPHRASE, ABANDON_INFERRED})
 
 CONTRACT_ATTRIBUTES: Final = frozenset(
     {
-        CONVERSATION_ID, USER_ID, AGENT_NAME, AGENT_VERSION, PROMPT_VERSION, EVENT_ID,
-        REQUEST_MODEL, RESPONSE_MODEL, TOOL_NAME, ERROR_TYPE, CHANNEL, TURN, MESSAGE_LENGTH,
-        RESPONSE_LENGTH, REPHRASE_SIMILARITY, REPHRASE, HANDOFF_REASON, FEEDBACK_RATING,
-        FEEDBACK_SCORE, TOTAL_TURNS, ABANDONED_AT_TURN, ABANDON_INFERRED,
+        CONVERSATION_ID,
+        USER_ID,
+        AGENT_NAME,
+        AGENT_VERSION,
+        PROMPT_VERSION,
+        EVENT_ID,
+        REQUEST_MODEL,
+        RESPONSE_MODEL,
+        TOOL_NAME,
+        ERROR_TYPE,
+        CHANNEL,
+        TURN,
+        MESSAGE_LENGTH,
+        RESPONSE_LENGTH,
+        REPHRASE_SIMILARITY,
+        REPHRASE,
+        HANDOFF_REASON,
+        FEEDBACK_RATING,
+        FEEDBACK_SCORE,
+        TOTAL_TURNS,
+        ABANDONED_AT_TURN,
+        ABANDON_INFERRED,
     }
 )
 

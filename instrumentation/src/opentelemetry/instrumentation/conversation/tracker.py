@@ -56,7 +56,7 @@ _NOT_RECORDED: Final = RecordedEvent(None, None)
 
 
 def _timestamp_ns(timestamp: object) -> int:
-    """A datetime (naive means UTC, as the article's ``utcnow``) or epoch seconds, as nanoseconds."""
+    """A datetime (naive means UTC, as the article's ``utcnow``) or epoch seconds, in ns."""
     if isinstance(timestamp, datetime):
         if timestamp.tzinfo is None:
             timestamp = timestamp.replace(tzinfo=timezone.utc)
@@ -71,7 +71,7 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _coerce(name: str, value: object) -> str | bool | int | float:
-    """Give a contract attribute its contract type; ``ValueError``/``TypeError`` when it has none."""
+    """Give a contract attribute its contract type; ``ValueError``/``TypeError`` if it can't."""
     if name in semconv.INT_ATTRIBUTES:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise TypeError(f"{name} must be an integer")

@@ -51,8 +51,9 @@ class ConversationStore(abc.ABC):
     def insert(self, rows: Sequence[EventRow]) -> None:
         """Write rows in one batch; raise :class:`StoreError` when the write did not happen."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        """Release the engine (the embedded store's directory lock)."""
+        """Release the engine (the embedded store's directory lock, the HTTP pool)."""
 
     # ---- shared behaviour ---------------------------------------------------------------------
 

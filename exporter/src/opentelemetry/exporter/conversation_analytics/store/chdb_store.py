@@ -43,7 +43,7 @@ def _acquire(path: str) -> Any:
             ) from exc
         os.makedirs(path, exist_ok=True)
         try:
-            session = chdb_session.Session(path)
+            session = chdb_session.Session(path)  # type: ignore[no-untyped-call]
         except Exception as exc:
             raise StoreError(f"cannot open chDB store at {path}: {exc}") from exc
         _open[path] = (session, 1)

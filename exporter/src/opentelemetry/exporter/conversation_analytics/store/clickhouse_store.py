@@ -15,7 +15,6 @@ from opentelemetry.exporter.conversation_analytics.store.base import (
 )
 from opentelemetry.exporter.conversation_analytics.store.sql import EVENT_COLUMN_NAMES, Schema
 
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 

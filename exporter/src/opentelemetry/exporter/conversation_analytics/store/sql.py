@@ -63,7 +63,7 @@ _E = ConversationEvent
 
 @dataclass(frozen=True)
 class RollupColumn:
-    """A per-conversation aggregate: its stored type, the state it takes from raw events, its merge."""
+    """A per-conversation aggregate: stored type, state taken from raw events, and merge."""
 
     name: str
     type: str
@@ -72,9 +72,8 @@ class RollupColumn:
 
 
 def _simple(name: str, func: str, value_type: str, state: str) -> RollupColumn:
-    return RollupColumn(
-        name, f"SimpleAggregateFunction({func}, {value_type})", state, f"{func}({name})"
-    )
+    stored = f"SimpleAggregateFunction({func}, {value_type})"
+    return RollupColumn(name, stored, state, f"{func}({name})")
 
 
 def _distinct_events(name: str, condition: str) -> RollupColumn:
