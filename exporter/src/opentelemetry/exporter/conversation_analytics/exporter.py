@@ -35,7 +35,8 @@ class ConversationAnalyticsExporter(SpanExporter):
 
     ``store`` is a :class:`ConversationStore` or a store URL (default:
     ``$CONVERSATION_ANALYTICS_STORE``, else the embedded ``chdb://.conversation-analytics``);
-    a URL is opened on first export, so an unreachable ClickHouse never breaks the application's start. ``metrics_port`` (else
+    a URL is opened on first export, so an unreachable ClickHouse never breaks the
+    application's start. ``metrics_port`` (else
     ``$CONVERSATION_ANALYTICS_METRICS_PORT``) serves ``/metrics`` on ``metrics_host`` (else
     ``$CONVERSATION_ANALYTICS_METRICS_HOST``, default 127.0.0.1); 0 picks a free port.
     """
