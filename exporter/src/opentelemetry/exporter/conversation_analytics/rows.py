@@ -16,9 +16,7 @@ from typing import Final
 from opentelemetry.instrumentation.conversation import semconv
 from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
 
-#: Longest conversation or event id accepted; longer ones are rejected, not truncated (merging
-#: two conversations by truncation would corrupt every number).
-MAX_ID_LENGTH: Final = 512
+MAX_ID_LENGTH: Final = semconv.MAX_ID_LENGTH
 #: Longest string kept in any other column; longer values are truncated.
 MAX_STRING_LENGTH: Final = 1024
 #: Most caller metadata entries kept per event.

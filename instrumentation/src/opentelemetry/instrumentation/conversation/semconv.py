@@ -90,6 +90,10 @@ RATING_POSITIVE: Final = "positive"
 RATING_NEGATIVE: Final = "negative"
 RATINGS: Final = frozenset({RATING_POSITIVE, RATING_NEGATIVE})
 
+#: Longest conversation or event id accepted anywhere; longer ones are rejected, not truncated
+#: (truncation could merge two conversations and corrupt every number).
+MAX_ID_LENGTH: Final = 512
+
 #: Similarity at or above which a differing user message counts as a rephrase (the article's 0.85).
 REPHRASE_THRESHOLD: Final = 0.85
 

@@ -205,10 +205,11 @@ class ConversationTracker:
         user_id: object,
         metadata: dict[str, object],
     ) -> dict[str, str | bool | int | float]:
-        if isinstance(conversation_id, (int, str)) and not isinstance(conversation_id, bool):
-            conversation_id = _as_string(conversation_id)
-        if not conversation_id:
-            raise ValueError("conversation_id must be a non-empty string")
+        if isinstance(conversation_id, bool) or not isinstance(conversation_id, (int, str)):
+            raise TypeError("conversation_id must be a string")
+        conversation_id = str(conversation_id)
+        if not conversation_id or len(conversation_id) > semconv.MAX_ID_LENGTH:
+            raise ValueError(f"conversation_id must have 1 to {semconv.MAX_ID_LENGTH} characters")
         attributes: dict[str, str | bool | int | float] = {
             semconv.EVENT_ID: os.urandom(16).hex(),
             semconv.CONVERSATION_ID: conversation_id,  # type: ignore[dict-item]
