@@ -108,6 +108,8 @@ def _bool(value: object) -> bool:
 
 
 def _required_id(value: object, name: str) -> str:
+    if value is None:
+        raise RejectedEvent("missing_" + name, f"{name} is missing")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise RejectedEvent("invalid_" + name, f"{name} must be a string")
     text = str(value)
