@@ -76,8 +76,15 @@ class TestRows:
         events = store.conversation("a").events
         span = next(s for s in recorded_spans if s.name == "conversation-a")
         assert [e["event_type"] for e in events] == [
-            "started", "user_message", "tool_called", "agent_response",
-            "user_message", "tool_called", "agent_response", "feedback_received", "completed",
+            "started",
+            "user_message",
+            "tool_called",
+            "agent_response",
+            "user_message",
+            "tool_called",
+            "agent_response",
+            "feedback_received",
+            "completed",
         ]
         assert {e["trace_id"] for e in events} == {format(span.context.trace_id, "032x")}
         assert {e["span_id"] for e in events} == {format(span.context.span_id, "016x")}
@@ -208,7 +215,9 @@ class TestPrometheus:
 
     def test_entry_point_is_registered(self) -> None:
         """``OTEL_TRACES_EXPORTER=conversation_analytics`` finds the exporter class."""
-        (found,) = entry_points(group="opentelemetry_traces_exporter", name="conversation_analytics")
+        (found,) = entry_points(
+            group="opentelemetry_traces_exporter", name="conversation_analytics"
+        )
         assert found.load() is ConversationAnalyticsExporter
 
 

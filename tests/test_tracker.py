@@ -81,15 +81,30 @@ class TestSpanEvents:
             (ConversationEvent.TOOL_CALLED, "tool_name", "search", semconv.TOOL_NAME, "search"),
             (ConversationEvent.COMPLETED, "total_turns", "4", semconv.TOTAL_TURNS, 4),
             (ConversationEvent.ABANDONED, "abandoned_at_turn", 2, semconv.ABANDONED_AT_TURN, 2),
-            (ConversationEvent.FEEDBACK_RECEIVED, "rating", "positive", semconv.FEEDBACK_RATING,
-             "positive"),
+            (
+                ConversationEvent.FEEDBACK_RECEIVED,
+                "rating",
+                "positive",
+                semconv.FEEDBACK_RATING,
+                "positive",
+            ),
             (ConversationEvent.STARTED, "channel", "voice", semconv.CHANNEL, "voice"),
-            (ConversationEvent.HANDOFF_REQUESTED, "reason", "angry", semconv.HANDOFF_REASON,
-             "angry"),
+            (
+                ConversationEvent.HANDOFF_REQUESTED,
+                "reason",
+                "angry",
+                semconv.HANDOFF_REASON,
+                "angry",
+            ),
             (ConversationEvent.USER_MESSAGE, "similarity", 0.9, semconv.REPHRASE_SIMILARITY, 0.9),
             (ConversationEvent.ABANDONED, "inferred", True, semconv.ABANDON_INFERRED, True),
-            (ConversationEvent.USER_MESSAGE, "locale", "de-DE", "conversation.metadata.locale",
-             "de-DE"),
+            (
+                ConversationEvent.USER_MESSAGE,
+                "locale",
+                "de-DE",
+                "conversation.metadata.locale",
+                "de-DE",
+            ),
             (ConversationEvent.USER_MESSAGE, "priority", 5, "conversation.metadata.priority", "5"),
         ],
     )
@@ -169,8 +184,7 @@ class TestSpanEvents:
         assert all(span.dropped_events == 0 for span in spans)
         children = [span for span in spans if span.name == EVENT_SPAN_NAME]
         assert children and all(
-            child.parent is not None
-            and child.parent.span_id == call.get_span_context().span_id
+            child.parent is not None and child.parent.span_id == call.get_span_context().span_id
             for child in children
         )
 
@@ -224,17 +238,13 @@ class TestUserIds:
         assert UserIdPseudonymizer(b"a")("bob") == UserIdPseudonymizer(b"a")("bob")
         assert UserIdPseudonymizer(b"a")("bob") != UserIdPseudonymizer(b"b")("bob")
 
-    def test_opt_out_keeps_raw_ids(
-        self, sdk: TracerProvider, memory: InMemorySpanExporter
-    ) -> None:
+    def test_opt_out_keeps_raw_ids(self, sdk: TracerProvider, memory: InMemorySpanExporter) -> None:
         """An explicit opt-out keeps raw ids."""
         ConversationTracker(sdk, pseudonymize_user_ids=False).record("c1", "bob", "started")
         assert _only_event(memory)[1][semconv.USER_ID] == "bob"
 
     @pytest.mark.parametrize(("value", "hashed"), [("false", False), ("true", True), ("", True)])
-    def test_env_opt_out(
-        self, monkeypatch: pytest.MonkeyPatch, value: str, hashed: bool
-    ) -> None:
+    def test_env_opt_out(self, monkeypatch: pytest.MonkeyPatch, value: str, hashed: bool) -> None:
         """``CONVERSATION_ANALYTICS_PSEUDONYMIZE_USER_ID=false`` opts out; anything else hashes."""
         monkeypatch.setenv(semconv.ENV_PSEUDONYMIZE, value)
         monkeypatch.setenv(semconv.ENV_USER_ID_KEY, "env-key")

@@ -60,6 +60,17 @@ def _release(path: str) -> None:
         session.close()
 
 
+# ClickHouse parses query parameter values in its escaped text format (as TSV fields), so a
+# backslash, tab or newline in a value must be escaped or the value is cut short.
+_PARAM_ESCAPES = str.maketrans(
+    {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0", "\b": "\\b", "\f": "\\f"}
+)
+
+
+def _param_text(value: Any) -> Any:
+    return value.translate(_PARAM_ESCAPES) if isinstance(value, str) else value
+
+
 def _micros_text(timestamp_ns: int) -> str:
     micros = timestamp_ns // 1000
     return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
@@ -122,7 +133,8 @@ class ChdbStore(ConversationStore):
             raise StoreError("store is closed")
         with _lock:
             try:
-                result = self._session.query(sql, fmt, params=dict(params) if params else None)
+                escaped = {k: _param_text(v) for k, v in params.items()} if params else None
+                result = self._session.query(sql, fmt, params=escaped)
             except Exception as exc:
                 raise StoreError(str(exc)) from exc
         return str(result)

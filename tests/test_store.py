@@ -1,0 +1,161 @@
+"""Store URLs, schema DDL (single node and cluster) and the engines' shared behaviour."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from opentelemetry.exporter.conversation_analytics.rows import EventRow
+from opentelemetry.exporter.conversation_analytics.store import (
+    ConversationStore,
+    Schema,
+    StoreError,
+    open_store,
+    resolve_store_url,
+)
+from opentelemetry.exporter.conversation_analytics.store.chdb_store import ChdbStore
+from opentelemetry.exporter.conversation_analytics.store.url import ENV_STORE
+
+
+class TestSchema:
+    def test_apply_is_idempotent(self, store: ConversationStore) -> None:
+        """Applying the DDL again keeps the data and raises nothing."""
+        store.insert([EventRow("e1", "started", "c1", 1_790_000_000 * 10**9)])
+        store.apply_schema()
+        assert store.count_events() == 1
+
+    def test_rollup_is_maintained_by_the_view(self, store: ConversationStore) -> None:
+        """Inserting raw events fills the per-conversation rollup the report reads."""
+        store.insert(
+            [EventRow(f"e{i}", "user_message", "c1", 1_790_000_000 * 10**9) for i in (1, 2)]
+        )
+        rows = store.select(f"SELECT count() AS n FROM {store.schema.rollup}")
+        assert int(rows[0]["n"]) >= 1
+
+    @pytest.mark.parametrize("ttl_days", [0, 30])
+    def test_ttl(self, ttl_days: int) -> None:
+        """A TTL is set on both tables only when asked for."""
+        ddl = "\n".join(Schema(ttl_days=ttl_days).ddl())
+        assert ("INTERVAL 30 DAY" in ddl) is (ttl_days == 30)
+
+    def test_cluster_ddl_parses(self, store: ConversationStore) -> None:
+        """The replicated variant is valid ClickHouse SQL: ON CLUSTER, Replicated*, Distributed."""
+        statements = Schema(cluster="prod", database="analytics").ddl()
+        text = "\n".join(statements)
+        assert text.count("ON CLUSTER `prod`") == len(statements)
+        assert "ReplicatedReplacingMergeTree" in text
+        assert "ReplicatedAggregatingMergeTree" in text
+        assert "Distributed(`prod`" in text
+        for statement in statements:
+            # formatQuery parses without executing: a syntax error raises.
+            store.select("SELECT formatQuery({q:String}) AS q", {"q": statement})
+        cluster = Schema(cluster="prod")
+        assert cluster.events.endswith("`conversation_events_all`")
+        assert cluster.rollup.endswith("`conversation_rollup_all`")
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"database": "a; DROP TABLE x"},
+            {"database": "db`"},
+            {"cluster": "c'"},
+            {"ttl_days": -1},
+            {"ttl_days": "30"},
+        ],
+    )
+    def test_invalid_settings_are_rejected(self, kwargs: dict[str, object]) -> None:
+        """Identifiers and the TTL are checked before they reach any SQL text."""
+        with pytest.raises(ValueError):
+            Schema(**kwargs)  # type: ignore[arg-type]
+
+
+class TestUrls:
+    def test_default_is_embedded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With nothing configured the store is chDB in ./.conversation-analytics."""
+        monkeypatch.delenv(ENV_STORE, raising=False)
+        assert resolve_store_url(None) == "chdb://.conversation-analytics"
+
+    def test_env_var_is_used(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """``CONVERSATION_ANALYTICS_STORE`` names the store when no URL is given."""
+        monkeypatch.setenv(ENV_STORE, "chdb:///srv/analytics")
+        assert resolve_store_url(None) == "chdb:///srv/analytics"
+        assert resolve_store_url("chdb:///x") == "chdb:///x"
+
+    def test_chdb_url_opens_that_directory(self, tmp_path: Path) -> None:
+        """``chdb:///abs/path`` stores under that directory, with the TTL from the query."""
+        store = open_store(f"chdb://{tmp_path}/data?ttl_days=3")
+        try:
+            assert isinstance(store, ChdbStore)
+            assert store.path == str(tmp_path / "data")
+            assert store.schema.ttl_days == 3
+            assert os.path.isdir(tmp_path / "data")
+        finally:
+            store.close()
+
+    @pytest.mark.parametrize(
+        "url", ["postgres://x/y", "chdb:///tmp/x?ttl_days=soon", "http://localhost:8123"]
+    )
+    def test_bad_urls_are_clear_errors(self, url: str) -> None:
+        """Unknown schemes and malformed options raise ValueError before opening anything."""
+        with pytest.raises(ValueError):
+            open_store(url)
+
+    def test_dead_clickhouse_is_a_store_error(self) -> None:
+        """An unreachable server is a StoreError naming the address."""
+        with pytest.raises(StoreError, match="127.0.0.1:9"):
+            open_store("clickhouse://u:p@127.0.0.1:9/analytics")
+
+
+class TestEmbeddedEngine:
+    def test_one_directory_per_process(self, store: ConversationStore, tmp_path: Path) -> None:
+        """chDB serves one directory per process: a second one is a clear error."""
+        with pytest.raises(StoreError, match="one store directory per process"):
+            ChdbStore(str(tmp_path / "other"))
+
+    def test_same_directory_is_shared(self, store: ConversationStore, store_url: str) -> None:
+        """Two stores on one directory share the engine; closing one keeps the other open."""
+        second = open_store(store_url)
+        second.insert([EventRow("e1", "started", "c1", 1_790_000_000 * 10**9)])
+        second.close()
+        assert store.count_events() == 1
+
+    def test_closed_store_refuses_work(self, store_url: str) -> None:
+        """Using a closed store is a StoreError, not a crash."""
+        store = open_store(store_url)
+        store.close()
+        with pytest.raises(StoreError):
+            store.count_events()
+
+    def test_bad_sql_is_a_store_error(self, store: ConversationStore) -> None:
+        """Engine errors surface as StoreError."""
+        with pytest.raises(StoreError):
+            store.select("SELECT nonsense FROM nowhere")
+
+
+@pytest.mark.clickhouse_server
+@pytest.mark.skipif(
+    not os.environ.get("CLICKHOUSE_URL"),
+    reason="no ClickHouse server: set CLICKHOUSE_URL=clickhouse://user:pw@host:8123/db to run",
+)
+class TestClickHouseServer:
+    def test_same_numbers_as_embedded(self) -> None:
+        """The server path stores and reports the same events like the embedded one."""
+        store = open_store(os.environ["CLICKHOUSE_URL"])
+        try:
+            cid = "server-test-'quote'\\back\nline"
+            rows = [
+                EventRow(f"srv-{cid}-{i}", kind, cid, 1_790_000_000 * 10**9 + i)
+                for i, kind in enumerate(("started", "user_message", "completed"))
+            ]
+            store.insert(rows)
+            detail = store.conversation(cid)
+            assert [e["event_type"] for e in detail.events] == [
+                "started",
+                "user_message",
+                "completed",
+            ]
+            assert detail.satisfaction == 0.9
+        finally:
+            store.close()
