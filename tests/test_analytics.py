@@ -1,4 +1,4 @@
-"""Section 4 metrics on the real engine, over conversations whose answers were worked out by hand."""
+"""Section 4 metrics on the real engine, over conversations worked out by hand."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 from opentelemetry.exporter.conversation_analytics.analytics import (
     DropOff,
     satisfaction,
-    satisfaction_score,
 )
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore

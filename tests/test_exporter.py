@@ -8,6 +8,10 @@ from importlib.metadata import entry_points
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
 from opentelemetry.exporter.conversation_analytics import metrics as m
@@ -16,12 +20,11 @@ from opentelemetry.exporter.conversation_analytics.pipeline import ConversationP
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore, StoreError
 from opentelemetry.exporter.conversation_analytics.store.base import Params
-from opentelemetry.instrumentation.conversation import ConversationEvent, ConversationTracker
-from opentelemetry.instrumentation.conversation import semconv
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.instrumentation.conversation import (
+    ConversationEvent,
+    ConversationTracker,
+    semconv,
+)
 
 E = ConversationEvent
 
@@ -208,7 +211,7 @@ class TestPrometheus:
         try:
             assert exporter.metrics_port
             url = f"http://127.0.0.1:{exporter.metrics_port}/metrics"
-            body = urllib.request.urlopen(url, timeout=5).read().decode()  # noqa: S310
+            body = urllib.request.urlopen(url, timeout=5).read().decode()
             assert "conversation_analytics_events_written_total" in body
         finally:
             exporter.shutdown()

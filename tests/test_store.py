@@ -104,7 +104,7 @@ class TestUrls:
 
     def test_dead_clickhouse_is_a_store_error(self) -> None:
         """An unreachable server is a StoreError naming the address."""
-        with pytest.raises(StoreError, match="127.0.0.1:9"):
+        with pytest.raises(StoreError, match=r"127\.0\.0\.1:9"):
             open_store("clickhouse://u:p@127.0.0.1:9/analytics")
 
 

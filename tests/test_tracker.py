@@ -10,6 +10,9 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from opentelemetry import trace
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore
@@ -20,9 +23,6 @@ from opentelemetry.instrumentation.conversation import (
     semconv,
 )
 from opentelemetry.instrumentation.conversation.tracker import EVENT_SPAN_NAME
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 KEY = b"tracker-test-key"
 
