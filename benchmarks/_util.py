@@ -98,5 +98,22 @@ def machine_note() -> str:
     )
 
 
+def profile(func: Callable[[], object], top: int, sort: str = "tottime") -> str:
+    """Run ``func`` under cProfile; the ``top`` functions by ``sort``, as text."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    func()
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(sort).print_stats(top)
+    text = out.getvalue()
+    start = text.find("   ncalls")
+    return text[start:] if start >= 0 else text
+
+
 def ratio(value: float, baseline: float) -> str:
     return f"{value / baseline:.2f}x" if baseline > 0 else "n/a"

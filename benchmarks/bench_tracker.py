@@ -216,6 +216,10 @@ def bench_sdk(args: argparse.Namespace) -> dict[str, float]:
         print(f"  !! tracker counted {tracker.errors} rejected calls")
     result["ratio"] = headline
     result["ratio_incl_span"] = amortised_ratio
+    if args.profile:
+        print()
+        print(f"cProfile of the tracker.record unit (top {args.profile} by own time):")
+        print(_util.profile(dict(candidates)["tracker.record"], args.profile))
     return result
 
 
@@ -308,6 +312,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="none",
         help="span processor on the SDK provider: none, or SimpleSpanProcessor over an "
         "exporter that discards (default none)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after timing, print the top N functions of a cProfile of the tracker unit",
     )
     args = parser.parse_args(argv)
     if not 1 <= args.events_per_span < 128:

@@ -87,13 +87,31 @@ def _distinct_events(name: str, condition: str) -> RollupColumn:
 
 
 _TS_NULL = f"Nullable({TS_TYPE})"
+_INFERRED = "abandon_inferred"
 ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
     _simple("first_seen", "min", TS_TYPE, "min(timestamp)"),
     _simple("last_seen", "max", TS_TYPE, "max(timestamp)"),
     _simple("started_at", "min", _TS_NULL, f"minIfOrNull(timestamp, {_is(_E.STARTED)})"),
     _simple("completed_at", "max", _TS_NULL, f"maxIfOrNull(timestamp, {_is(_E.COMPLETED)})"),
     _simple("was_completed", "max", "UInt8", f"max(toUInt8({_is(_E.COMPLETED)}))"),
-    _simple("was_abandoned", "max", "UInt8", f"max(toUInt8({_is(_E.ABANDONED)}))"),
+    _simple(
+        "explicit_abandoned", "max", "UInt8", f"max(toUInt8({_is(_E.ABANDONED)} AND NOT {_INFERRED}))"
+    ),
+    _simple(
+        "inferred_abandoned_at",
+        "max",
+        _TS_NULL,
+        f"maxIfOrNull(timestamp, {_is(_E.ABANDONED)} AND {_INFERRED})",
+    ),
+    _simple(
+        "last_activity",
+        "max",
+        _TS_NULL,
+        f"maxIfOrNull(timestamp, NOT ({_is(_E.ABANDONED)} AND {_INFERRED}))",
+    ),
+    _simple(
+        "last_user_turn", "max", "Nullable(Int32)", f"maxIfOrNull(turn, {_is(_E.USER_MESSAGE)})"
+    ),
     _simple("had_handoff", "max", "UInt8", f"max(toUInt8({_is(_E.HANDOFF_REQUESTED)}))"),
     _simple("user_id", "max", "String", "max(toString(user_id))"),
     _simple("channel", "max", "String", "max(toString(channel))"),
@@ -115,10 +133,26 @@ ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
     ),
     RollupColumn(
         "abandons",
-        "AggregateFunction(groupUniqArrayIf, Tuple(String, Nullable(Int32)), UInt8)",
-        f"groupUniqArrayIfState((event_id, abandoned_at_turn), toUInt8({_is(_E.ABANDONED)}))",
+        f"AggregateFunction(groupUniqArrayIf, "
+        f"Tuple(String, Nullable(Int32), Bool, {TS_TYPE}), UInt8)",
+        "groupUniqArrayIfState((event_id, abandoned_at_turn, abandon_inferred, timestamp), "
+        f"toUInt8({_is(_E.ABANDONED)}))",
         "groupUniqArrayIfMerge(abandons)",
     ),
+)
+
+#: An inferred abandonment stands only while the user has not come back: activity after it
+#: revokes it (a new one is inferred if they go idle again).
+_INFERRED_STANDS = "(last_activity IS NULL OR {at} >= last_activity)"
+_WAS_ABANDONED = (
+    "toUInt8(explicit_abandoned = 1 OR (inferred_abandoned_at IS NOT NULL AND "
+    + _INFERRED_STANDS.format(at="inferred_abandoned_at")
+    + "))"
+)
+_VALID_ABANDONS = (
+    "arrayFilter(a -> (NOT tupleElement(a, 3) OR "
+    + _INFERRED_STANDS.format(at="tupleElement(a, 4)")
+    + "), abandons)"
 )
 
 #: The satisfaction formula of SPEC section 4, over one merged conversation row.
@@ -251,7 +285,11 @@ GROUP BY bucket, agent_name, conversation_id""",
         merges = ",\n    ".join(f"{c.merge} AS `{c.name}`" for c in ROLLUP_COLUMNS)
         keys = "agent_name, conversation_id" if by_agent else "conversation_id"
         agent_filter = "({agent:String} = '' OR agent_name = {agent:String})"
-        return f"""SELECT {keys},
+        return f"""SELECT *,
+    {_WAS_ABANDONED} AS was_abandoned,
+    {_VALID_ABANDONS} AS valid_abandons
+FROM (
+SELECT {keys},
     {merges}
 FROM (
     SELECT agent_name, conversation_id, {names}
@@ -265,7 +303,8 @@ FROM (
       AND {agent_filter}
     GROUP BY agent_name, conversation_id
 )
-GROUP BY {keys}"""
+GROUP BY {keys}
+)"""
 
     def summary(self, by_agent: bool = False) -> str:
         """Section 4 counts over the window (rates are rounded in Python, exactly as PostgreSQL)."""
@@ -289,7 +328,7 @@ ORDER BY conversations DESC, agent"""
         """Abandoned events per ``abandoned_at_turn``, most frequent first, top 10."""
         return f"""SELECT tupleElement(abandon, 2) AS turn, count() AS count
 FROM (
-    SELECT arrayJoin(abandons) AS abandon
+    SELECT arrayJoin(valid_abandons) AS abandon
     FROM ({self.conversations_in_window(False)})
 )
 GROUP BY turn
