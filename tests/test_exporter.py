@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from opentelemetry.exporter.conversation_analytics import metrics as m
 from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
-from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline
+from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline, Outcome
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore, StoreError
 from opentelemetry.exporter.conversation_analytics.store.base import Params
@@ -265,8 +265,8 @@ class TestFaults:
         sleeps: list[float] = []
         pipeline = ConversationPipeline(flaky, max_attempts=3, sleep=sleeps.append)
         exporter = ConversationAnalyticsExporter(pipeline=pipeline)
-        assert not pipeline.submit(_rows(50), "test")
-        assert not pipeline.submit(_rows(30, "f"), "test")
+        assert pipeline.submit(_rows(50), "test") is Outcome.BUFFERED
+        assert pipeline.submit(_rows(30, "f"), "test") is Outcome.BUFFERED
         assert pipeline.pending == 80
         assert sleeps and sleeps[1] > sleeps[0] * 0.4  # backoff grows
         assert pipeline.metrics.queue_depth._value.get() == 80

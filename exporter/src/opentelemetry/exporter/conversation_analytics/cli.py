@@ -176,7 +176,7 @@ def _cmd_conversation(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from opentelemetry.exporter.conversation_analytics.importer import import_lines
+    from opentelemetry.exporter.conversation_analytics.importer import ImportFailed, import_lines
     from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline
 
     store = open_store(args.store)
@@ -185,6 +185,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
     try:
         with stream:
             result = import_lines(stream, pipeline)
+    except ImportFailed as exc:
+        raise StoreError(str(exc)) from exc
     finally:
         pipeline.close()
         store.close()
@@ -192,7 +194,10 @@ def _cmd_import(args: argparse.Namespace) -> int:
         print(f"{args.file}:{number}: skipped: {message}", file=sys.stderr)
     if len(result.errors) > 50:
         print(f"... and {len(result.errors) - 50} more bad lines", file=sys.stderr)
-    print(f"imported {result.imported} events, skipped {result.skipped} bad lines")
+    print(
+        f"imported {result.imported} events, skipped {result.skipped} bad lines "
+        "(events already stored keep a single copy)"
+    )
     return 0
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import random
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TextIO
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import use_span
 
 from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
@@ -146,6 +146,22 @@ def _simulate(
         return
 
 
+class _Borrowed(SpanExporter):
+    """Lends the caller's exporter to the demo's provider without letting it shut it down."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self._exporter = exporter
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._exporter.export(spans)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._exporter.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        """The exporter belongs to the caller."""
+
+
 def run_demo(
     exporter: ConversationAnalyticsExporter,
     *,
@@ -161,7 +177,7 @@ def run_demo(
     now = now or datetime.now(timezone.utc)
     provider = TracerProvider(resource=Resource.create({"service.name": "demo-agent-fleet"}))
     provider.add_span_processor(
-        BatchSpanProcessor(exporter, max_queue_size=65_536, max_export_batch_size=4096)
+        BatchSpanProcessor(_Borrowed(exporter), max_queue_size=65_536, max_export_batch_size=4096)
     )
     trackers = {
         (agent.name, prompt): ConversationTracker(

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from opentelemetry.exporter.conversation_analytics.extract import rows_from_spans
 from opentelemetry.exporter.conversation_analytics.metrics import ConversationMetrics
-from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline
+from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline, Outcome
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store
 from opentelemetry.instrumentation.conversation.pseudonymize import env_flag
 
@@ -88,9 +88,9 @@ class ConversationAnalyticsExporter(SpanExporter):
             rows, rejected = rows_from_spans(spans, store_content=self._store_content)
             for reason, count in rejected.items():
                 self.pipeline.reject(reason, count)
-            if not rows and not self.pipeline.pending:
+            if not rows and not self.pipeline.waiting:
                 return SpanExportResult.SUCCESS
-            written = self.pipeline.submit(rows, SOURCE)
+            written = self.pipeline.submit(rows, SOURCE) is Outcome.WRITTEN
         except Exception:  # never raise into the SDK's processor thread
             _logger.exception("conversation analytics export failed")
             return SpanExportResult.FAILURE

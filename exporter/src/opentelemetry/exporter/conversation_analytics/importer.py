@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline
+from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline, Outcome
 from opentelemetry.exporter.conversation_analytics.rows import (
     EventRow,
     RejectedEvent,
@@ -53,9 +53,7 @@ def parse_timestamp(value: object) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
-def row_from_record(
-    record: object, pseudonymize: UserIdPseudonymizer, *, line: str = ""
-) -> EventRow:
+def row_from_record(record: object, pseudonymize: UserIdPseudonymizer) -> EventRow:
     """One article-shaped record as a row; ``ValueError`` says what is wrong with it."""
     if not isinstance(record, dict):
         raise ValueError("a record must be a JSON object")
@@ -75,7 +73,8 @@ def row_from_record(
     user_id = record.get("user_id")
     if user_id not in (None, ""):
         attributes[semconv.USER_ID] = pseudonymize(str(user_id))
-    attributes[semconv.EVENT_ID] = record.get("id") or derived_event_id(SOURCE, line)
+    canonical = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    attributes[semconv.EVENT_ID] = record.get("id") or derived_event_id(SOURCE, canonical)
     try:
         return row_from_attributes(kind, attributes, timestamp_ns, service_name=SOURCE)
     except RejectedEvent as exc:
@@ -89,7 +88,7 @@ def _rows(
         if not line.strip():
             continue
         try:
-            yield row_from_record(json.loads(line), pseudonymize, line=line)
+            yield row_from_record(json.loads(line), pseudonymize)
         except (ValueError, TypeError, OverflowError) as exc:
             result.skipped += 1
             result.errors.append((number, str(exc)[:200]))
@@ -113,7 +112,11 @@ def import_lines(
     return result
 
 
+class ImportFailed(RuntimeError):
+    """The store did not take a batch: the import stopped there."""
+
+
 def _submit(pipeline: ConversationPipeline, batch: list[EventRow]) -> int:
-    if batch and not pipeline.submit(batch, SOURCE):
-        raise RuntimeError("the store did not accept the import; nothing after this was read")
+    if batch and pipeline.submit(batch, SOURCE) is not Outcome.WRITTEN:
+        raise ImportFailed("the store did not accept the import; nothing after this was read")
     return len(batch)

@@ -1,8 +1,8 @@
 """Prometheus series of SPEC section 8, on an explicit registry, with bounded labels.
 
-Conversation series carry only low-cardinality labels (agent, channel, model, prompt version,
-tool, outcome); never conversation or user ids. Each label keeps at most ``max_label_values``
-distinct values; later ones fold into ``other``.
+Conversation series carry only low-cardinality labels (agent, channel, prompt version, and on
+outcome series the model; tool and outcome on tool calls); never conversation or user ids. Each
+label keeps at most ``max_label_values`` distinct values; later ones fold into ``other``.
 """
 
 from __future__ import annotations
@@ -35,11 +35,15 @@ EVENTS_RECEIVED: Final = "conversation_analytics_events_received"
 EVENTS_WRITTEN: Final = "conversation_analytics_events_written"
 EVENTS_DROPPED: Final = "conversation_analytics_events_dropped"
 EVENTS_DUPLICATE: Final = "conversation_analytics_events_duplicate"
+EVENTS_REJECTED: Final = "conversation_analytics_events_rejected"
 WRITE_ERRORS: Final = "conversation_analytics_write_errors"
 QUEUE_DEPTH: Final = "conversation_analytics_queue_depth"
 BATCH_WRITE_SECONDS: Final = "conversation_analytics_batch_write_duration_seconds"
 
-CONVERSATION_LABELS: Final = ("agent", "channel", "model", "prompt_version")
+#: Labels known from a conversation's start (channel from ``started``, the rest on every event).
+CONVERSATION_LABELS: Final = ("agent", "channel", "prompt_version")
+#: Outcome series add the model, known once the agent has answered.
+OUTCOME_LABELS: Final = (*CONVERSATION_LABELS, "model")
 TURN_BUCKETS: Final = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50)
 DURATION_BUCKETS: Final = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 SATISFACTION_BUCKETS: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -83,8 +87,8 @@ class ConversationMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.limit = LabelLimiter(max_label_values)
         r = self.registry
-        labels = CONVERSATION_LABELS
-        self.started = Counter(STARTED, "Conversations started", labels, registry=r)
+        labels = OUTCOME_LABELS
+        self.started = Counter(STARTED, "Conversations started", CONVERSATION_LABELS, registry=r)
         self.completed = Counter(COMPLETED, "Conversations completed", labels, registry=r)
         self.abandoned = Counter(
             ABANDONED, "Conversations abandoned", (*labels, "inferred"), registry=r
@@ -96,8 +100,12 @@ class ConversationMetrics:
         self.feedback = Counter(
             FEEDBACK, "Explicit feedback by rating", ("agent", "rating"), registry=r
         )
-        self.user_messages = Counter(USER_MESSAGES, "User messages (turns)", labels, registry=r)
-        self.rephrases = Counter(REPHRASES, "User messages that rephrase", labels, registry=r)
+        self.user_messages = Counter(
+            USER_MESSAGES, "User messages (turns)", CONVERSATION_LABELS, registry=r
+        )
+        self.rephrases = Counter(
+            REPHRASES, "User messages that rephrase", CONVERSATION_LABELS, registry=r
+        )
         self.turns = Histogram(
             TURNS,
             "User turns per finished conversation",
@@ -138,6 +146,11 @@ class ConversationMetrics:
         self.events_duplicate = Counter(
             EVENTS_DUPLICATE, "Events seen again (re-exports, retries), counted once", registry=r
         )
+        self.events_rejected = Counter(
+            EVENTS_REJECTED,
+            "Events refused with a retryable error (store down and spool full)",
+            registry=r,
+        )
         self.write_errors = Counter(WRITE_ERRORS, "Failed batch writes to the store", registry=r)
         self.queue_depth = Gauge(
             QUEUE_DEPTH, "Events waiting to be written (retry buffer)", registry=r
@@ -150,12 +163,13 @@ class ConversationMetrics:
         )
 
     def conversation_labels(
-        self, agent: str, channel: str, model: str, prompt_version: str
+        self, agent: str, channel: str, prompt_version: str, model: str
     ) -> tuple[str, str, str, str]:
+        """Bounded (agent, channel, prompt_version, model); start series use the first three."""
         limit = self.limit
         return (
             limit("agent", agent),
             limit("channel", channel),
-            limit("model", model),
             limit("prompt_version", prompt_version),
+            limit("model", model),
         )

@@ -2,8 +2,10 @@
 
 Rows arrive in batches; each event id is accepted once (re-exports and client retries are counted
 as duplicates, not stored or counted again), observed into the Prometheus series, and written to the
-store with retries and backoff. What still cannot be written waits in a bounded buffer and is
-retried on the next batch or flush; overflow is counted by reason, never silent.
+store with retries and backoff. What still cannot be written waits: in the exporter, in a bounded
+memory buffer retried on the next batch or flush (overflow counted by reason, never silent); in
+the collector, in a :class:`~.spool.DiskSpool`, so that an acknowledged event survives a crash. When
+the spool is full too, the batch is refused (``Outcome.REJECTED``) and the client retries it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from enum import Enum
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry.exporter.conversation_analytics.analytics import satisfaction_score
 from opentelemetry.exporter.conversation_analytics.metrics import ConversationMetrics
@@ -28,6 +31,9 @@ from opentelemetry.instrumentation.conversation.semconv import (
     ConversationEvent,
 )
 
+if TYPE_CHECKING:
+    from opentelemetry.exporter.conversation_analytics.spool import DiskSpool
+
 _logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BUFFERED_EVENTS: Final = 100_000
@@ -38,6 +44,18 @@ DROP_BUFFER_FULL: Final = "buffer_full"
 DROP_SHUTDOWN: Final = "shutdown"
 
 StoreProvider = Callable[[], ConversationStore]
+
+
+class Outcome(Enum):
+    """What became of a submitted batch."""
+
+    WRITTEN = "written"  # in the store
+    BUFFERED = "buffered"  # waiting: on disk with a spool (durable), else in memory
+    REJECTED = "rejected"  # not accepted (spool full): the sender must retry
+
+    @property
+    def accepted(self) -> bool:
+        return self is not Outcome.REJECTED
 
 
 @dataclass(slots=True)
@@ -82,6 +100,7 @@ class ConversationPipeline:
         dedupe_window: int = DEFAULT_DEDUPE_WINDOW,
         state_limit: int = DEFAULT_STATE_LIMIT,
         sleep: Callable[[float], None] = time.sleep,
+        spool: DiskSpool | None = None,
     ) -> None:
         if max_buffered_events < 1 or batch_size < 1 or max_attempts < 1:
             raise ValueError("buffer size, batch size and attempts must be at least 1")
@@ -100,6 +119,7 @@ class ConversationPipeline:
         self._seen = _BoundedLru(dedupe_window)
         self._conversations = _BoundedLru(state_limit)
         self._pending: list[EventRow] = []
+        self.spool = spool
         self._lock = threading.RLock()
 
     # ---- public ---------------------------------------------------------------------------------
@@ -114,7 +134,7 @@ class ConversationPipeline:
 
     @property
     def pending(self) -> int:
-        """Events accepted but not yet written."""
+        """Events accepted but held in the memory buffer."""
         return len(self._pending)
 
     def reject(self, reason: str, count: int = 1) -> None:
@@ -122,21 +142,33 @@ class ConversationPipeline:
         if count:
             self.metrics.events_dropped.labels(reason).inc(count)
 
-    def submit(self, rows: Iterable[EventRow], source: str) -> bool:
-        """Accept rows; True when everything accepted so far is durably written."""
+    def submit(self, rows: Iterable[EventRow], source: str) -> Outcome:
+        """Accept rows (each event id once) and write them, or keep them waiting."""
         with self._lock:
-            fresh = self._accept(rows, source)
-            self._pending.extend(fresh)
-            overflow = len(self._pending) - self.max_buffered_events
-            if overflow > 0:
-                # Oldest first out: the buffer keeps the newest events when the store is down.
-                del self._pending[:overflow]
-                self.metrics.events_dropped.labels(DROP_BUFFER_FULL).inc(overflow)
-                _logger.error("store unavailable and buffer full: dropped %d events", overflow)
-            return self._flush_locked()
+            fresh = self._fresh(rows, source)
+            if self._flush_locked() and self._write(fresh):
+                outcome = Outcome.WRITTEN
+            elif self.spool is not None:
+                if not fresh or self.spool.append(fresh):
+                    outcome = Outcome.BUFFERED
+                else:
+                    self.metrics.events_rejected.inc(len(fresh))
+                    return Outcome.REJECTED  # not seen, not observed: the retry will count
+            else:
+                self._pending.extend(fresh)
+                self._trim_memory_buffer()
+                outcome = Outcome.BUFFERED
+            self._accept(fresh)
+            self.metrics.queue_depth.set(self.waiting)
+            return outcome
+
+    @property
+    def waiting(self) -> int:
+        """Events accepted but not yet in the store (memory buffer and spool)."""
+        return len(self._pending) + (self.spool.events if self.spool is not None else 0)
 
     def flush(self) -> bool:
-        """Try to write everything pending; True when nothing is left."""
+        """Try to write everything waiting; True when nothing is left."""
         with self._lock:
             return self._flush_locked()
 
@@ -147,45 +179,72 @@ class ConversationPipeline:
         """
         with self._lock:
             if not self._flush_locked() and self._pending:
+                # Memory only: a spool keeps its events on disk for the next start.
                 self.metrics.events_dropped.labels(DROP_SHUTDOWN).inc(len(self._pending))
                 _logger.error("shutting down with %d unwritten events", len(self._pending))
                 self._pending.clear()
-                self.metrics.queue_depth.set(0)
+                self.metrics.queue_depth.set(self.waiting)
             if self._store is not None and self._provider is not None:
                 self._store.close()  # only a store this pipeline opened itself
 
     # ---- internals ------------------------------------------------------------------------------
 
-    def _accept(self, rows: Iterable[EventRow], source: str) -> list[EventRow]:
-        fresh: list[EventRow] = []
+    def _fresh(self, rows: Iterable[EventRow], source: str) -> list[EventRow]:
+        """Rows whose event id this process has not accepted yet (in batch order, deduplicated)."""
+        fresh: dict[str, EventRow] = {}
         seen = self._seen
-        received = duplicates = 0
+        received = 0
         for row in rows:
             received += 1
-            if row.event_id in seen:
-                duplicates += 1
-                continue
-            seen.remember(row.event_id, None)
-            fresh.append(row)
+            if row.event_id not in seen:
+                fresh.setdefault(row.event_id, row)
         self.metrics.events_received.labels(source).inc(received)
-        if duplicates:
-            self.metrics.events_duplicate.inc(duplicates)
-        fresh.sort(key=_by_time)
+        if received > len(fresh):
+            self.metrics.events_duplicate.inc(received - len(fresh))
+        return list(fresh.values())
+
+    def _accept(self, fresh: list[EventRow]) -> None:
+        """Remember and observe rows that are now written or waiting."""
         for row in fresh:
+            self._seen.remember(row.event_id, None)
+        for row in sorted(fresh, key=_by_time):
             self._observe(row)
-        return fresh
+
+    def _trim_memory_buffer(self) -> None:
+        overflow = len(self._pending) - self.max_buffered_events
+        if overflow > 0:
+            # Oldest first out: the buffer keeps the newest events while the store is down.
+            del self._pending[:overflow]
+            self.metrics.events_dropped.labels(DROP_BUFFER_FULL).inc(overflow)
+            _logger.error("store unavailable and buffer full: dropped %d events", overflow)
 
     def _flush_locked(self) -> bool:
         while self._pending:
             batch = self._pending[: self.batch_size]
             if not self._write(batch):
-                self.metrics.queue_depth.set(len(self._pending))
+                self.metrics.queue_depth.set(self.waiting)
                 return False
             del self._pending[: len(batch)]
-        self.metrics.queue_depth.set(0)
+        if self.spool is not None and not self._drain_spool():
+            self.metrics.queue_depth.set(self.waiting)
+            return False
+        self.metrics.queue_depth.set(self.waiting)
+        return True
+
+    def _drain_spool(self) -> bool:
+        """Replay spooled segments into the store, oldest first; True when the spool is empty."""
+        assert self.spool is not None
+        for segment in self.spool.segments():
+            rows = self.spool.read(segment)
+            for start in range(0, len(rows), self.batch_size):
+                if not self._write(rows[start : start + self.batch_size]):
+                    return False  # the segment stays; rewriting its head later is idempotent
+            self.spool.remove(segment)
         return True
 
     def _write(self, batch: Sequence[EventRow]) -> bool:
+        if not batch:
+            return True
         delay = self.backoff_seconds
         for attempt in range(1, self.max_attempts + 1):
             started = time.perf_counter()
@@ -219,17 +278,18 @@ class ConversationPipeline:
         state.model = row.response_model or row.request_model or state.model
         state.prompt_version = row.prompt_version or state.prompt_version
         labels = metrics.conversation_labels(
-            row.agent_name, state.channel, state.model, state.prompt_version
+            row.agent_name, state.channel, state.prompt_version, state.model
         )
+        start_labels = labels[:3]
         kind = row.event_type
         if kind == _STARTED:
             state.started_ns = row.timestamp_ns
-            metrics.started.labels(*labels).inc()
+            metrics.started.labels(*start_labels).inc()
         elif kind == _USER_MESSAGE:
             state.user_messages += 1
-            metrics.user_messages.labels(*labels).inc()
+            metrics.user_messages.labels(*start_labels).inc()
             if row.rephrase:
-                metrics.rephrases.labels(*labels).inc()
+                metrics.rephrases.labels(*start_labels).inc()
         elif kind == _TOOL_CALLED:
             outcome = "error" if row.error_type else "ok"
             metrics.tool_calls.labels(

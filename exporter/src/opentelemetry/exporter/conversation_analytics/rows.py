@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Final
 
 from opentelemetry.instrumentation.conversation import semconv
@@ -21,6 +21,9 @@ MAX_ID_LENGTH: Final = semconv.MAX_ID_LENGTH
 MAX_STRING_LENGTH: Final = 1024
 #: Most caller metadata entries kept per event.
 MAX_METADATA_ENTRIES: Final = 64
+#: Event times the store holds: from the epoch up to 2261 (64-bit nanoseconds end in 2262).
+MIN_TIMESTAMP_NS: Final = 0
+MAX_TIMESTAMP_NS: Final = 9_214_646_400 * 1_000_000_000  # 2262-01-01T00:00:00Z
 UNKNOWN_AGENT: Final = "unknown"
 
 
@@ -68,6 +71,21 @@ class EventRow:
     @property
     def kind(self) -> ConversationEvent:
         return ConversationEvent(self.event_type)
+
+
+#: Field names in column order (``timestamp_ns`` is the ``timestamp`` column).
+ROW_FIELDS: Final = tuple(f.name for f in fields(EventRow))
+TIMESTAMP_INDEX: Final = ROW_FIELDS.index("timestamp_ns")
+
+
+def row_values(row: EventRow) -> list[object]:
+    """The row's values in column order."""
+    return [getattr(row, name) for name in ROW_FIELDS]
+
+
+def row_from_values(values: list[object]) -> EventRow:
+    """Inverse of :func:`row_values` (for rows read back from a spool)."""
+    return EventRow(*values)  # type: ignore[arg-type]
 
 
 def _text(value: object) -> str:
@@ -139,6 +157,8 @@ def row_from_attributes(
     """Validate one event's attributes into a row; raise :class:`RejectedEvent` when unusable."""
     get = attributes.get
     conversation_id = _required_id(get(semconv.CONVERSATION_ID), "conversation_id")
+    if not MIN_TIMESTAMP_NS <= timestamp_ns < MAX_TIMESTAMP_NS:
+        raise RejectedEvent("invalid_timestamp", "timestamp is before 1970 or after 2261")
     raw_event_id = get(semconv.EVENT_ID)
     if raw_event_id is None or raw_event_id == "":
         event_id = derived_event_id(

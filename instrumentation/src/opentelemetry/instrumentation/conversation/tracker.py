@@ -212,7 +212,7 @@ class ConversationTracker:
             raise ValueError(f"conversation_id must have 1 to {semconv.MAX_ID_LENGTH} characters")
         attributes: dict[str, str | bool | int | float] = {
             semconv.EVENT_ID: os.urandom(16).hex(),
-            semconv.CONVERSATION_ID: conversation_id,  # type: ignore[dict-item]
+            semconv.CONVERSATION_ID: conversation_id,
         }
         if user_id is not None and user_id != "":
             attributes[semconv.USER_ID] = self._pseudonymize(_as_string(user_id))

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry.exporter.conversation_analytics.rows import EventRow
+from opentelemetry.exporter.conversation_analytics.rows import TIMESTAMP_INDEX, EventRow, row_values
 from opentelemetry.exporter.conversation_analytics.store.base import (
     ConversationStore,
     Params,
@@ -77,40 +77,9 @@ def _micros_text(timestamp_ns: int) -> str:
 
 
 def _json_row(row: EventRow) -> str:
-    return json.dumps(
-        [
-            row.event_id,
-            row.event_type,
-            row.conversation_id,
-            _micros_text(row.timestamp_ns),
-            row.user_id,
-            row.agent_name,
-            row.agent_version,
-            row.prompt_version,
-            row.request_model,
-            row.response_model,
-            row.channel,
-            row.turn,
-            row.message_length,
-            row.response_length,
-            row.tool_name,
-            row.error_type,
-            row.handoff_reason,
-            row.feedback_rating,
-            row.feedback_score,
-            row.total_turns,
-            row.abandoned_at_turn,
-            row.abandon_inferred,
-            row.rephrase,
-            row.rephrase_similarity,
-            row.service_name,
-            row.trace_id,
-            row.span_id,
-            row.attributes,
-        ],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    values = row_values(row)
+    values[TIMESTAMP_INDEX] = _micros_text(row.timestamp_ns)
+    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
 
 
 class ChdbStore(ConversationStore):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from opentelemetry.exporter.conversation_analytics.rows import EventRow
+from opentelemetry.exporter.conversation_analytics.rows import TIMESTAMP_INDEX, EventRow, row_values
 from opentelemetry.exporter.conversation_analytics.store.base import (
     ConversationStore,
     Params,
@@ -19,9 +19,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _row_values(row: EventRow) -> list[Any]:
-    values = [getattr(row, name) for name in EVENT_COLUMN_NAMES if name != "timestamp"]
-    moment = _EPOCH + timedelta(microseconds=row.timestamp_ns // 1000)
-    values.insert(EVENT_COLUMN_NAMES.index("timestamp"), moment)
+    values = row_values(row)
+    values[TIMESTAMP_INDEX] = _EPOCH + timedelta(microseconds=row.timestamp_ns // 1000)
     return values
 
 

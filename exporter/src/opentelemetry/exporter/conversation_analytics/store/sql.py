@@ -95,7 +95,10 @@ ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
     _simple("completed_at", "max", _TS_NULL, f"maxIfOrNull(timestamp, {_is(_E.COMPLETED)})"),
     _simple("was_completed", "max", "UInt8", f"max(toUInt8({_is(_E.COMPLETED)}))"),
     _simple(
-        "explicit_abandoned", "max", "UInt8", f"max(toUInt8({_is(_E.ABANDONED)} AND NOT {_INFERRED}))"
+        "explicit_abandoned",
+        "max",
+        "UInt8",
+        f"max(toUInt8({_is(_E.ABANDONED)} AND NOT {_INFERRED}))",
     ),
     _simple(
         "inferred_abandoned_at",
