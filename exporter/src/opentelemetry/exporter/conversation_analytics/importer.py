@@ -40,7 +40,7 @@ def parse_timestamp(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError("timestamp must be ISO 8601 text or epoch seconds")
     if isinstance(value, (int, float)):
-        return int(value * 1_000_000_000)
+        return round(value * 1_000_000) * 1000  # to the microsecond: floats can't hold ns
     if not isinstance(value, str):
         raise ValueError("timestamp must be ISO 8601 text or epoch seconds")
     text = value.strip()

@@ -63,7 +63,7 @@ def _timestamp_ns(timestamp: object) -> int:
         delta = timestamp - _EPOCH
         return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
     if isinstance(timestamp, (int, float)) and not isinstance(timestamp, bool):
-        return int(timestamp * 1_000_000_000)
+        return round(timestamp * 1_000_000) * 1000  # to the microsecond: floats can't hold ns
     raise TypeError(f"timestamp must be a datetime, got {type(timestamp).__name__}")
 
 
