@@ -16,6 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Final
@@ -101,6 +102,7 @@ class ConversationPipeline:
         state_limit: int = DEFAULT_STATE_LIMIT,
         sleep: Callable[[float], None] = time.sleep,
         spool: DiskSpool | None = None,
+        cooldown_seconds: float = 1.0,
     ) -> None:
         if max_buffered_events < 1 or batch_size < 1 or max_attempts < 1:
             raise ValueError("buffer size, batch size and attempts must be at least 1")
@@ -120,6 +122,8 @@ class ConversationPipeline:
         self._conversations = _BoundedLru(state_limit)
         self._pending: list[EventRow] = []
         self.spool = spool
+        self.cooldown_seconds = cooldown_seconds
+        self._down_until = 0.0  # after a failed write, skip the store briefly (circuit breaker)
         self._lock = threading.RLock()
 
     # ---- public ---------------------------------------------------------------------------------
@@ -146,7 +150,7 @@ class ConversationPipeline:
         """Accept rows (each event id once) and write them, or keep them waiting."""
         with self._lock:
             fresh = self._fresh(rows, source)
-            if self._flush_locked() and self._write(fresh):
+            if self._flush_memory() and self._write(fresh):
                 outcome = Outcome.WRITTEN
             elif self.spool is not None:
                 if not fresh or self.spool.append(fresh):
@@ -168,24 +172,34 @@ class ConversationPipeline:
         return len(self._pending) + (self.spool.events if self.spool is not None else 0)
 
     def flush(self) -> bool:
-        """Try to write everything waiting; True when nothing is left."""
+        """Try to write everything waiting, the spool segment by segment; True when all is in."""
+        self._down_until = 0.0
         with self._lock:
-            return self._flush_locked()
+            if not self._flush_memory():
+                return False
+        if self.spool is not None:
+            for segment in self.spool.segments():
+                with self._lock:  # per segment, so that exports go on while a backlog drains
+                    if not self._write_segment(segment):
+                        self.metrics.queue_depth.set(self.waiting)
+                        return False
+        self.metrics.queue_depth.set(self.waiting)
+        return True
 
     def close(self) -> None:
         """Flush once more; whatever still cannot be written is counted as dropped.
 
         A store given as an instance belongs to the caller and stays open.
         """
-        with self._lock:
-            if not self._flush_locked() and self._pending:
+        if not self.flush() and self._pending:
+            with self._lock:
                 # Memory only: a spool keeps its events on disk for the next start.
                 self.metrics.events_dropped.labels(DROP_SHUTDOWN).inc(len(self._pending))
                 _logger.error("shutting down with %d unwritten events", len(self._pending))
                 self._pending.clear()
                 self.metrics.queue_depth.set(self.waiting)
-            if self._store is not None and self._provider is not None:
-                self._store.close()  # only a store this pipeline opened itself
+        if self._store is not None and self._provider is not None:
+            self._store.close()  # only a store this pipeline opened itself
 
     # ---- internals ------------------------------------------------------------------------------
 
@@ -218,33 +232,28 @@ class ConversationPipeline:
             self.metrics.events_dropped.labels(DROP_BUFFER_FULL).inc(overflow)
             _logger.error("store unavailable and buffer full: dropped %d events", overflow)
 
-    def _flush_locked(self) -> bool:
+    def _flush_memory(self) -> bool:
         while self._pending:
             batch = self._pending[: self.batch_size]
             if not self._write(batch):
-                self.metrics.queue_depth.set(self.waiting)
                 return False
             del self._pending[: len(batch)]
-        if self.spool is not None and not self._drain_spool():
-            self.metrics.queue_depth.set(self.waiting)
-            return False
-        self.metrics.queue_depth.set(self.waiting)
         return True
 
-    def _drain_spool(self) -> bool:
-        """Replay spooled segments into the store, oldest first; True when the spool is empty."""
+    def _write_segment(self, segment: Path) -> bool:
         assert self.spool is not None
-        for segment in self.spool.segments():
-            rows = self.spool.read(segment)
-            for start in range(0, len(rows), self.batch_size):
-                if not self._write(rows[start : start + self.batch_size]):
-                    return False  # the segment stays; rewriting its head later is idempotent
-            self.spool.remove(segment)
+        rows = self.spool.read(segment)
+        for start in range(0, len(rows), self.batch_size):
+            if not self._write(rows[start : start + self.batch_size]):
+                return False  # the segment stays; rewriting its head later is idempotent
+        self.spool.remove(segment)
         return True
 
     def _write(self, batch: Sequence[EventRow]) -> bool:
         if not batch:
             return True
+        if time.monotonic() < self._down_until:
+            return False
         delay = self.backoff_seconds
         for attempt in range(1, self.max_attempts + 1):
             started = time.perf_counter()
@@ -266,6 +275,7 @@ class ConversationPipeline:
             self.metrics.batch_write_seconds.observe(time.perf_counter() - started)
             self.metrics.events_written.inc(len(batch))
             return True
+        self._down_until = time.monotonic() + self.cooldown_seconds
         return False
 
     def _observe(self, row: EventRow) -> None:

@@ -338,6 +338,22 @@ GROUP BY turn
 ORDER BY count DESC, turn ASC
 LIMIT 10"""
 
+    def idle_conversations(self) -> str:
+        """Conversations silent since before ``idle_before`` with no outcome: abandonment candidates.
+
+        A handoff counts as an outcome (a human took over; silence afterwards is not the user
+        leaving). Parameters: those of :meth:`conversations_in_window` plus ``idle_before``
+        (DateTime64) and ``limit`` (UInt32).
+        """
+        return f"""SELECT agent_name, conversation_id, user_id,
+    toUnixTimestamp64Micro(last_activity) AS last_activity_us,
+    last_user_turn, user_messages
+FROM ({self.conversations_in_window(True)})
+WHERE last_activity IS NOT NULL AND last_activity < {{idle_before:{TS_TYPE}}}
+  AND was_completed = 0 AND was_abandoned = 0 AND had_handoff = 0
+ORDER BY last_activity
+LIMIT {{limit:UInt32}}"""
+
     def conversation_events(self) -> str:
         """One conversation's events, oldest first, each event once. Parameter ``cid``."""
         return f"""SELECT event_id, event_type, toUnixTimestamp64Micro(timestamp) AS timestamp_us,

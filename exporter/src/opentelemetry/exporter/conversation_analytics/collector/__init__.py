@@ -1,0 +1,1 @@
+"""The OTLP collector service: receivers, sessionizing, abandonment inference."""

@@ -1,0 +1,97 @@
+"""Collector settings: flag, else ``CONVERSATION_ANALYTICS_*`` environment variable, else default."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
+
+from opentelemetry.exporter.conversation_analytics.store.url import resolve_store_url
+
+ENV_PREFIX: Final = "CONVERSATION_ANALYTICS_"
+DEFAULT_MAX_REQUEST_BYTES: Final = 20 * 1024 * 1024
+DEFAULT_SPOOL_MAX_BYTES: Final = 256 * 1024 * 1024
+
+
+def _parse_bool(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class CollectorConfig:
+    """Everything the collector service needs; each field has an env var (see ``env_name``)."""
+
+    store: str = field(default="", metadata={"env": "STORE"})
+    grpc_endpoint: str = field(default="127.0.0.1:4317", metadata={"help": "'' disables"})
+    http_endpoint: str = field(default="127.0.0.1:4318", metadata={"help": "'' disables"})
+    metrics_endpoint: str = field(
+        default="127.0.0.1:9464", metadata={"help": "/metrics, /healthz, /readyz, /api/v1"}
+    )
+    idle_timeout: float = field(default=1800.0, metadata={"help": "seconds"})
+    inference_lookback: float = field(default=2 * 86_400.0, metadata={"help": "seconds"})
+    auth_token: str = field(default="", metadata={"help": "bearer token required on requests"})
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    max_request_bytes: int = field(
+        default=DEFAULT_MAX_REQUEST_BYTES, metadata={"help": "cap after decompression"}
+    )
+    max_concurrent_requests: int = 8
+    spool_dir: str = field(default="", metadata={"help": "default: <chdb dir>-spool"})
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
+    store_content: bool = False
+
+    def __post_init__(self) -> None:
+        self.store = resolve_store_url(self.store or None)
+        if self.idle_timeout <= 0:
+            raise ValueError("idle timeout must be positive")
+        if self.max_request_bytes < 1024:
+            raise ValueError("max request bytes must be at least 1024")
+        if self.max_concurrent_requests < 1:
+            raise ValueError("max concurrent requests must be at least 1")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("TLS needs both a certificate and a key file")
+
+    @staticmethod
+    def env_name(name: str) -> str:
+        for item in fields(CollectorConfig):
+            if item.name == name:
+                return ENV_PREFIX + str(item.metadata.get("env", name.upper()))
+        raise KeyError(name)
+
+    @classmethod
+    def load(
+        cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> CollectorConfig:
+        """Explicit values win, then the environment, then the defaults."""
+        environ = os.environ if environ is None else environ
+        overrides = overrides or {}
+        values: dict[str, Any] = {}
+        for item in fields(cls):
+            if overrides.get(item.name) is not None:
+                values[item.name] = overrides[item.name]
+                continue
+            raw = environ.get(cls.env_name(item.name))
+            if raw is None or raw == "" and item.type != "str":
+                continue
+            kind = item.type if isinstance(item.type, str) else item.type.__name__
+            try:
+                if kind == "bool":
+                    values[item.name] = _parse_bool(raw)
+                elif kind == "int":
+                    values[item.name] = int(raw)
+                elif kind == "float":
+                    values[item.name] = float(raw)
+                else:
+                    values[item.name] = raw
+            except ValueError:
+                raise ValueError(f"{cls.env_name(item.name)} must be a {kind}") from None
+        return cls(**values)
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) into its parts; ``ValueError`` when it is not one."""
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"endpoint must be HOST:PORT, got {endpoint!r:.80}")
+    return host.strip("[]") or "127.0.0.1", int(port)

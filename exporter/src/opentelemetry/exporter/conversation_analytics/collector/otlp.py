@@ -1,0 +1,200 @@
+"""OTLP requests (traces and logs, protobuf or JSON) to conversation rows.
+
+Span events named ``conversation.*`` and log records whose event name is ``conversation.*`` (the
+Logs API is where OpenTelemetry is moving events) both become rows through the same
+:func:`~..rows.row_from_attributes` the in-process exporter uses.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+
+from opentelemetry.exporter.conversation_analytics.rows import (
+    EventRow,
+    RejectedEvent,
+    row_from_attributes,
+)
+from opentelemetry.instrumentation.conversation import semconv
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+#: The attribute older Logs-API event emitters use for the event name.
+EVENT_NAME_ATTRIBUTE: Final = "event.name"
+_ID_KEYS: Final = frozenset({"traceId", "spanId", "parentSpanId"})
+
+
+class MalformedRequest(ValueError):
+    """The request body is not a valid OTLP message of the expected kind."""
+
+
+@dataclass
+class Extracted:
+    """Rows from one request, and what was rejected (by reason, and as OTLP items)."""
+
+    rows: list[EventRow] = field(default_factory=list)
+    rejected: Counter[str] = field(default_factory=Counter)
+    rejected_items: int = 0
+
+    @property
+    def message(self) -> str:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(self.rejected.items()))
+        return f"conversation events rejected: {reasons}" if reasons else ""
+
+
+def _any_value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "double_value":
+        return value.double_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind is None:
+        return None
+    # Arrays, maps and bytes are never valid for contract attributes: keep them as JSON text.
+    return json.dumps(json_format.MessageToDict(value), sort_keys=True)[:1024]
+
+
+def attributes_of(pairs: Iterable[KeyValue]) -> dict[str, Any]:
+    return {pair.key: _any_value(pair.value) for pair in pairs}
+
+
+def _service_name(resource_attributes: Iterable[KeyValue]) -> str:
+    for pair in resource_attributes:
+        if pair.key == semconv.SERVICE_NAME:
+            return str(_any_value(pair.value) or "")
+    return ""
+
+
+def _add(
+    extracted: Extracted,
+    name: str,
+    attributes: dict[str, Any],
+    time_ns: int,
+    *,
+    service: str,
+    trace_id: bytes,
+    span_id: bytes,
+    store_content: bool,
+) -> bool:
+    """Add one event if it is a conversation event; False when it was rejected."""
+    kind = semconv.event_type_of(name)
+    if kind is None:
+        return True
+    try:
+        extracted.rows.append(
+            row_from_attributes(
+                kind,
+                attributes,
+                time_ns,
+                service_name=service,
+                trace_id=trace_id.hex(),
+                span_id=span_id.hex(),
+                store_content=store_content,
+            )
+        )
+    except RejectedEvent as exc:
+        extracted.rejected[exc.reason] += 1
+        return False
+    return True
+
+
+def rows_from_traces(request: ExportTraceServiceRequest, store_content: bool = False) -> Extracted:
+    extracted = Extracted()
+    for resource_spans in request.resource_spans:
+        service = _service_name(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                ok = True
+                for event in span.events:
+                    if not event.name.startswith(semconv.EVENT_PREFIX):
+                        continue
+                    ok &= _add(
+                        extracted,
+                        event.name,
+                        attributes_of(event.attributes),
+                        event.time_unix_nano,
+                        service=service,
+                        trace_id=span.trace_id,
+                        span_id=span.span_id,
+                        store_content=store_content,
+                    )
+                if not ok:
+                    extracted.rejected_items += 1
+    return extracted
+
+
+def rows_from_logs(request: ExportLogsServiceRequest, store_content: bool = False) -> Extracted:
+    extracted = Extracted()
+    for resource_logs in request.resource_logs:
+        service = _service_name(resource_logs.resource.attributes)
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                attributes = attributes_of(record.attributes)
+                name = record.event_name or str(attributes.get(EVENT_NAME_ATTRIBUTE) or "")
+                if not name.startswith(semconv.EVENT_PREFIX):
+                    continue
+                ok = _add(
+                    extracted,
+                    name,
+                    attributes,
+                    record.time_unix_nano or record.observed_time_unix_nano,
+                    service=service,
+                    trace_id=record.trace_id,
+                    span_id=record.span_id,
+                    store_content=store_content,
+                )
+                if not ok:
+                    extracted.rejected_items += 1
+    return extracted
+
+
+def _hex_ids_to_base64(node: Any) -> Any:
+    """OTLP/JSON writes trace and span ids as hex; protobuf's JSON mapping expects base64."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key in _ID_KEYS and isinstance(value, str) and value:
+                try:
+                    value = base64.b64encode(bytes.fromhex(value)).decode()
+                except ValueError:
+                    raise MalformedRequest(f"{key} is not hex") from None
+            else:
+                value = _hex_ids_to_base64(value)
+            out[key] = value
+        return out
+    if isinstance(node, list):
+        return [_hex_ids_to_base64(item) for item in node]
+    return node
+
+
+def parse_request(
+    body: bytes, message: ExportTraceServiceRequest | ExportLogsServiceRequest, *, is_json: bool
+) -> None:
+    """Fill ``message`` from an OTLP body; :class:`MalformedRequest` when it is not one."""
+    try:
+        if is_json:
+            document = json.loads(body)
+            if not isinstance(document, dict):
+                raise MalformedRequest("OTLP/JSON body must be an object")
+            json_format.ParseDict(
+                _hex_ids_to_base64(document), message, ignore_unknown_fields=True
+            )
+        else:
+            message.ParseFromString(body)
+    except MalformedRequest:
+        raise
+    except (DecodeError, json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        kind = "JSON" if is_json else "protobuf"
+        raise MalformedRequest(f"malformed OTLP {kind}: {str(exc)[:200]}") from None

@@ -1,0 +1,205 @@
+"""The collector's core, shared by the gRPC and HTTP receivers: decode, extract, write durably.
+
+An export is acknowledged only once its events are durable: written to the store, or spooled to
+disk (replayed at start and whenever the store is back). When the store is down and the spool is
+full, the request is refused with OTLP's retryable error so that clients back off and resend.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any, Final
+
+from prometheus_client import Counter as PromCounter
+
+from opentelemetry.exporter.conversation_analytics.collector.config import CollectorConfig
+from opentelemetry.exporter.conversation_analytics.collector.inference import (
+    AbandonmentSweeper,
+    Clock,
+)
+from opentelemetry.exporter.conversation_analytics.collector.otlp import (
+    Extracted,
+    MalformedRequest,
+    parse_request,
+    rows_from_logs,
+    rows_from_traces,
+)
+from opentelemetry.exporter.conversation_analytics.metrics import ConversationMetrics
+from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline, Outcome
+from opentelemetry.exporter.conversation_analytics.spool import DiskSpool
+from opentelemetry.exporter.conversation_analytics.store import StoreError, open_store
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+_logger = logging.getLogger(__name__)
+
+#: Written into an embedded store's directory while a collector owns it, so that ``report`` and
+#: ``conversation`` in another process can ask the running collector instead.
+DISCOVERY_FILE: Final = "collector.json"
+REQUESTS_REJECTED: Final = "conversation_analytics_requests_rejected"
+RETRY_AFTER_SECONDS: Final = 5
+
+
+class Signal(Enum):
+    TRACES = "traces"
+    LOGS = "logs"
+
+
+class Status(Enum):
+    OK = "ok"
+    INVALID = "invalid"  # malformed request: do not retry
+    UNAVAILABLE = "unavailable"  # store down and spool full: retry later
+
+
+@dataclass
+class ExportResult:
+    status: Status
+    rejected_items: int = 0
+    message: str = ""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def chdb_directory(store_url: str) -> Path | None:
+    """The directory of an embedded store URL, else ``None``."""
+    if not store_url.startswith("chdb:"):
+        return None
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(store_url)
+    return Path(unquote(parts.netloc + parts.path) or ".conversation-analytics").absolute()
+
+
+class CollectorService:
+    """Owns the store, the pipeline, the spool and the abandonment sweeper."""
+
+    def __init__(self, config: CollectorConfig, *, clock: Clock = _utcnow) -> None:
+        self.config = config
+        self.metrics = ConversationMetrics()
+        self.requests_rejected = PromCounter(
+            REQUESTS_REJECTED,
+            "OTLP requests refused, by reason",
+            ("reason",),
+            registry=self.metrics.registry,
+        )
+        directory = chdb_directory(config.store)
+        spool_dir = config.spool_dir or (
+            f"{directory}-spool" if directory else ".conversation-analytics-spool"
+        )
+        self.spool = DiskSpool(spool_dir, config.spool_max_bytes)
+        store_url = config.store
+        self.pipeline = ConversationPipeline(
+            lambda: open_store(store_url), self.metrics, spool=self.spool, max_attempts=2
+        )
+        self.sweeper = AbandonmentSweeper(
+            self.pipeline,
+            idle_timeout=timedelta(seconds=config.idle_timeout),
+            lookback=timedelta(seconds=config.inference_lookback),
+            clock=clock,
+        )
+        self._discovery = directory / DISCOVERY_FILE if directory else None
+        self._stop = threading.Event()
+        self._drainer: threading.Thread | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    def start(self, api_url: str | None = None) -> None:
+        """Open the store (if reachable), replay the spool, start the background work."""
+        try:
+            self.pipeline.store  # noqa: B018 - opens the embedded store now: fail fast if locked
+        except StoreError:
+            if self._discovery is not None:
+                raise  # an embedded store that cannot be opened will not come back by waiting
+            _logger.warning("store unreachable at start; spooling until it is back")
+        if self.spool.events:
+            _logger.info("replaying %d spooled events", self.spool.events)
+            self.pipeline.flush()
+        if self._discovery is not None and api_url:
+            self._discovery.write_text(
+                json.dumps({"pid": os.getpid(), "api_url": api_url,
+                            "auth": bool(self.config.auth_token)})
+            )
+        self.sweeper.start()
+        self._drainer = threading.Thread(target=self._drain, name="spool-drainer", daemon=True)
+        self._drainer.start()
+
+    def _drain(self) -> None:
+        while not self._stop.wait(1.0):
+            if self.spool.events:
+                try:
+                    self.pipeline.flush()
+                except Exception:
+                    _logger.exception("spool replay failed")
+
+    def close(self) -> None:
+        """Stop background work, flush, release the store (the spool keeps what is unwritten)."""
+        self._stop.set()
+        self.sweeper.stop()
+        if self._drainer is not None:
+            self._drainer.join(timeout=30)
+        if self._discovery is not None:
+            self._discovery.unlink(missing_ok=True)
+        self.pipeline.close()
+
+    # ---- requests -------------------------------------------------------------------------------
+
+    def reject_request(self, reason: str) -> None:
+        self.requests_rejected.labels(reason).inc()
+
+    def export(self, signal: Signal, body: bytes, *, is_json: bool, source: str) -> ExportResult:
+        """Handle one OTLP export body; never raises for bad input."""
+        message: ExportTraceServiceRequest | ExportLogsServiceRequest
+        extract: Callable[[Any, bool], Extracted]
+        if signal is Signal.TRACES:
+            message, extract = ExportTraceServiceRequest(), rows_from_traces
+        else:
+            message, extract = ExportLogsServiceRequest(), rows_from_logs
+        try:
+            parse_request(body, message, is_json=is_json)
+        except MalformedRequest as exc:
+            self.reject_request("malformed")
+            return ExportResult(Status.INVALID, message=str(exc))
+        return self.export_message(signal, message, extract, source)
+
+    def export_message(
+        self,
+        signal: Signal,
+        message: ExportTraceServiceRequest | ExportLogsServiceRequest,
+        extract: Callable[[Any, bool], Extracted],
+        source: str,
+    ) -> ExportResult:
+        extracted = extract(message, self.config.store_content)
+        for reason, count in extracted.rejected.items():
+            self.pipeline.reject(reason, count)
+        if self.pipeline.submit(extracted.rows, source) is Outcome.REJECTED:
+            self.reject_request("unavailable")
+            return ExportResult(Status.UNAVAILABLE, message="store unavailable and spool full")
+        return ExportResult(Status.OK, extracted.rejected_items, extracted.message)
+
+    # ---- health and reads -----------------------------------------------------------------------
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready to accept exports: the store answers, or the spool has room."""
+        try:
+            self.pipeline.store.count_events()
+        except Exception as exc:
+            if self.spool.bytes < self.spool.max_bytes * 0.9:
+                return True, f"store unavailable ({str(exc)[:100]}); spooling"
+            return False, "store unavailable and spool nearly full"
+        return True, "ok"
+
+    def report(self, days: int, agent: str) -> dict[str, Any]:
+        return self.pipeline.store.report(days, agent=agent).to_dict()
+
+    def conversation(self, conversation_id: str) -> dict[str, Any]:
+        return self.pipeline.store.conversation(conversation_id).to_dict()
