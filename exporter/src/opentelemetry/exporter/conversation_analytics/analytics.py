@@ -58,6 +58,14 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Report:
+        """Inverse of :meth:`to_dict` (a report fetched from a running collector)."""
+        values = dict(data)
+        values["drop_off"] = [DropOff(**entry) for entry in values.get("drop_off", [])]
+        values["agents"] = [AgentReport(**entry) for entry in values.get("agents", [])]
+        return cls(**values)
+
 
 @dataclass
 class AgentReport:
@@ -106,6 +114,10 @@ class ConversationDetail:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConversationDetail:
+        return cls(**data)
 
 
 def satisfaction_score(

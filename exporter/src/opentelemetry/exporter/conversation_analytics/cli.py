@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from opentelemetry.exporter.conversation_analytics.analytics import DEFAULT_DAYS
@@ -41,6 +42,38 @@ def _add_store(parser: argparse.ArgumentParser) -> None:
 
 def _add_format(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def _add_collector(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--collector",
+        default=None,
+        metavar="URL",
+        help="read through a running collector's admin API (default: "
+        "$CONVERSATION_ANALYTICS_COLLECTOR_URL, else the collector that owns an embedded store)",
+    )
+
+
+def _add_collector_command(commands: Any) -> None:
+    from dataclasses import fields
+
+    from opentelemetry.exporter.conversation_analytics.collector.config import CollectorConfig
+
+    collector = commands.add_parser(
+        "collector",
+        help="OTLP receiver service (gRPC :4317, HTTP :4318): sessionize, infer abandonment",
+        description="Every flag falls back to its CONVERSATION_ANALYTICS_* environment variable.",
+    )
+    for item in fields(CollectorConfig):
+        flag = "--" + item.name.replace("_", "-")
+        env = CollectorConfig.env_name(item.name)
+        default = item.default
+        help_text = f"{item.metadata.get('help', '')} (env {env}; default {default!r})".strip()
+        if item.type == "bool":
+            collector.add_argument(flag, action="store_true", default=None, help=help_text)
+        else:
+            kind = {"int": int, "float": float}.get(str(item.type), str)
+            collector.add_argument(flag, type=kind, default=None, help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,11 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--agent", default="", help="only this agent")
     _add_format(report)
     _add_store(report)
+    _add_collector(report)
 
     conversation = commands.add_parser("conversation", help="one conversation and its satisfaction")
     conversation.add_argument("conversation_id")
     _add_format(conversation)
     _add_store(conversation)
+    _add_collector(conversation)
+
+    _add_collector_command(commands)
 
     importer = commands.add_parser("import", help="backfill from JSON lines (article's records)")
     importer.add_argument("file", help="path to a JSON-lines file, or - for standard input")
@@ -100,6 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
 def _print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
     sys.stdout.write("\n")
+
+
+@contextlib.contextmanager
+def _reader(args: argparse.Namespace) -> Iterator[Any]:
+    """The store, or a running collector's API when it owns the store (or one is named)."""
+    from opentelemetry.exporter.conversation_analytics.collector.client import (
+        ENV_COLLECTOR_URL,
+        CollectorClient,
+        discover,
+    )
+
+    url = args.collector or os.environ.get(ENV_COLLECTOR_URL) or discover(args.store)
+    if url:
+        yield CollectorClient(url)
+        return
+    store = open_store(args.store)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def _report(args: argparse.Namespace, store: Any) -> None:
@@ -152,22 +209,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    store = open_store(args.store)
-    try:
-        _report(args, store)
-    finally:
-        store.close()
+    with _reader(args) as reader:
+        _report(args, reader)
     return 0
 
 
 def _cmd_conversation(args: argparse.Namespace) -> int:
     from opentelemetry.exporter.conversation_analytics.render import render_conversation
 
-    store = open_store(args.store)
-    try:
-        detail = store.conversation(args.conversation_id)
-    finally:
-        store.close()
+    with _reader(args) as reader:
+        detail = reader.conversation(args.conversation_id)
     if args.format == "json":
         _print_json(detail.to_dict())
     else:
@@ -216,12 +267,31 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_collector(args: argparse.Namespace) -> int:
+    import logging
+
+    try:
+        from opentelemetry.exporter.conversation_analytics.collector.config import (
+            CollectorConfig,
+        )
+        from opentelemetry.exporter.conversation_analytics.collector.run import serve
+    except ImportError as exc:
+        raise StoreError(
+            f"the collector needs its extra: pip install "
+            f"'opentelemetry-exporter-conversation-analytics[collector]' ({exc})"
+        ) from exc
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    overrides = {key: value for key, value in vars(args).items() if key != "command"}
+    return serve(CollectorConfig.load(overrides))
+
+
 _COMMANDS = {
     "demo": _cmd_demo,
     "report": _cmd_report,
     "conversation": _cmd_conversation,
     "import": _cmd_import,
     "schema": _cmd_schema,
+    "collector": _cmd_collector,
 }
 
 

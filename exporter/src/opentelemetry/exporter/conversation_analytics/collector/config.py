@@ -1,4 +1,4 @@
-"""Collector settings: flag, else ``CONVERSATION_ANALYTICS_*`` environment variable, else default."""
+"""Collector settings: a flag, else its ``CONVERSATION_ANALYTICS_*`` variable, else the default."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class CollectorConfig:
                 values[item.name] = overrides[item.name]
                 continue
             raw = environ.get(cls.env_name(item.name))
-            if raw is None or raw == "" and item.type != "str":
+            if raw is None or (raw == "" and item.type != "str"):
                 continue
             kind = item.type if isinstance(item.type, str) else item.type.__name__
             try:

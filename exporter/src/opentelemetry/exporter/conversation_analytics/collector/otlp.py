@@ -16,6 +16,9 @@ from typing import Any, Final
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from opentelemetry.exporter.conversation_analytics.rows import (
     EventRow,
@@ -23,9 +26,6 @@ from opentelemetry.exporter.conversation_analytics.rows import (
     row_from_attributes,
 )
 from opentelemetry.instrumentation.conversation import semconv
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 #: The attribute older Logs-API event emitters use for the event name.
 EVENT_NAME_ATTRIBUTE: Final = "event.name"
@@ -167,12 +167,11 @@ def _hex_ids_to_base64(node: Any) -> Any:
         for key, value in node.items():
             if key in _ID_KEYS and isinstance(value, str) and value:
                 try:
-                    value = base64.b64encode(bytes.fromhex(value)).decode()
+                    out[key] = base64.b64encode(bytes.fromhex(value)).decode()
                 except ValueError:
                     raise MalformedRequest(f"{key} is not hex") from None
             else:
-                value = _hex_ids_to_base64(value)
-            out[key] = value
+                out[key] = _hex_ids_to_base64(value)
         return out
     if isinstance(node, list):
         return [_hex_ids_to_base64(item) for item in node]
@@ -188,9 +187,7 @@ def parse_request(
             document = json.loads(body)
             if not isinstance(document, dict):
                 raise MalformedRequest("OTLP/JSON body must be an object")
-            json_format.ParseDict(
-                _hex_ids_to_base64(document), message, ignore_unknown_fields=True
-            )
+            json_format.ParseDict(_hex_ids_to_base64(document), message, ignore_unknown_fields=True)
         else:
             message.ParseFromString(body)
     except MalformedRequest:

@@ -18,6 +18,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Final
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import Counter as PromCounter
 
 from opentelemetry.exporter.conversation_analytics.collector.config import CollectorConfig
@@ -36,8 +38,6 @@ from opentelemetry.exporter.conversation_analytics.metrics import ConversationMe
 from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline, Outcome
 from opentelemetry.exporter.conversation_analytics.spool import DiskSpool
 from opentelemetry.exporter.conversation_analytics.store import StoreError, open_store
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 _logger = logging.getLogger(__name__)
 
@@ -126,8 +126,9 @@ class CollectorService:
             self.pipeline.flush()
         if self._discovery is not None and api_url:
             self._discovery.write_text(
-                json.dumps({"pid": os.getpid(), "api_url": api_url,
-                            "auth": bool(self.config.auth_token)})
+                json.dumps(
+                    {"pid": os.getpid(), "api_url": api_url, "auth": bool(self.config.auth_token)}
+                )
             )
         self.sweeper.start()
         self._drainer = threading.Thread(target=self._drain, name="spool-drainer", daemon=True)

@@ -339,7 +339,7 @@ ORDER BY count DESC, turn ASC
 LIMIT 10"""
 
     def idle_conversations(self) -> str:
-        """Conversations silent since before ``idle_before`` with no outcome: abandonment candidates.
+        """Conversations silent since ``idle_before`` with no outcome: abandonment candidates.
 
         A handoff counts as an outcome (a human took over; silence afterwards is not the user
         leaving). Parameters: those of :meth:`conversations_in_window` plus ``idle_before``

@@ -1,0 +1,75 @@
+"""Reads through a running collector, for when it owns the embedded store's directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, Final
+
+from opentelemetry.exporter.conversation_analytics.analytics import ConversationDetail, Report
+from opentelemetry.exporter.conversation_analytics.collector.service import (
+    DISCOVERY_FILE,
+    chdb_directory,
+)
+from opentelemetry.exporter.conversation_analytics.store import StoreError, resolve_store_url
+
+ENV_COLLECTOR_URL: Final = "CONVERSATION_ANALYTICS_COLLECTOR_URL"
+ENV_AUTH_TOKEN: Final = "CONVERSATION_ANALYTICS_AUTH_TOKEN"  # noqa: S105 - a variable name
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def discover(store_url: str | None) -> str | None:
+    """The API URL of a live collector that owns this embedded store, else ``None``."""
+    directory = chdb_directory(resolve_store_url(store_url))
+    if directory is None:
+        return None
+    path: Path = directory / DISCOVERY_FILE
+    try:
+        info = json.loads(path.read_text())
+        pid, url = int(info["pid"]), str(info["api_url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return url if _alive(pid) else None
+
+
+class CollectorClient:
+    """``report`` and ``conversation`` over the collector's admin API."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token if token is not None else os.environ.get(ENV_AUTH_TOKEN, "")
+        self.timeout = timeout
+
+    def _get(self, path: str, **query: Any) -> Any:
+        url = f"{self.base_url}{path}?{urllib.parse.urlencode(query)}"
+        request = urllib.request.Request(url)  # noqa: S310 - the operator's own collector URL
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:200]
+            message = f"collector at {self.base_url} answered {exc.code}: {detail}"
+            raise StoreError(message) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise StoreError(f"cannot reach the collector at {self.base_url}: {exc}") from None
+
+    def report(self, days: int, *, agent: str = "") -> Report:
+        return Report.from_dict(self._get("/api/v1/report", days=days, agent=agent))
+
+    def conversation(self, conversation_id: str) -> ConversationDetail:
+        return ConversationDetail.from_dict(self._get("/api/v1/conversation", id=conversation_id))

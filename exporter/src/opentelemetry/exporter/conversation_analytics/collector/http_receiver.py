@@ -1,0 +1,238 @@
+"""OTLP/HTTP receiver (``/v1/traces``, ``/v1/logs``; protobuf or JSON; gzip) and the admin server
+(``/metrics``, ``/healthz``, ``/readyz``, ``/api/v1/report``, ``/api/v1/conversation``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import ssl
+import threading
+import zlib
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar, Final
+from urllib.parse import parse_qs, urlsplit
+
+from google.protobuf import json_format
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from opentelemetry.exporter.conversation_analytics.collector.grpc_receiver import _response
+from opentelemetry.exporter.conversation_analytics.collector.service import (
+    RETRY_AFTER_SECONDS,
+    CollectorService,
+    Signal,
+    Status,
+)
+
+SOURCE: Final = "otlp_http"
+PROTOBUF: Final = "application/x-protobuf"
+JSON: Final = "application/json"
+_PATHS: Final = {"/v1/traces": Signal.TRACES, "/v1/logs": Signal.LOGS}
+
+
+class TooLarge(Exception):
+    """The body is (or decompresses to) more than the cap."""
+
+
+def _read_body(handler: BaseHTTPRequestHandler, cap: int) -> bytes:
+    length_header = handler.headers.get("Content-Length")
+    if length_header is None or not length_header.isdigit():
+        raise ValueError("Content-Length is required")
+    length = int(length_header)
+    if length > cap:
+        raise TooLarge
+    body = handler.rfile.read(length)
+    encoding = (handler.headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise ValueError(f"unsupported Content-Encoding {encoding!r:.40}")
+    inflater = zlib.decompressobj(wbits=47 if encoding == "gzip" else 15)  # 47: gzip or zlib
+    try:
+        data = inflater.decompress(body, cap + 1)
+    except zlib.error as exc:
+        raise ValueError(f"bad {encoding} body: {exc}") from None
+    if len(data) > cap or inflater.unconsumed_tail:
+        raise TooLarge  # a decompression bomb stops at the cap, not at memory's end
+    return data
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Shared by both servers: auth, replies, quiet logs."""
+
+    service: ClassVar[CollectorService]
+    protocol_version = "HTTP/1.1"
+    server_version = "conversation-analytics"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Access logs would be one line per export: keep them out of the service's output."""
+
+    def _authorized(self) -> bool:
+        token = self.service.config.auth_token
+        if not token:
+            return True
+        return hmac.compare_digest(self.headers.get("Authorization", ""), f"Bearer {token}")
+
+    def _reply(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, document: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(document, ensure_ascii=False, default=str).encode()
+        self._reply(status, data, JSON, headers)
+
+
+class OtlpHandler(_Handler):
+    def _status(self, status: HTTPStatus, message: str, is_json: bool, **headers: str) -> None:
+        # OTLP/HTTP errors carry a google.rpc.Status; its JSON form is {"code", "message"}.
+        code = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}.get(status.value, 2)
+        if is_json:
+            self._json(status.value, {"code": code, "message": message}, headers)
+        else:
+            from google.rpc import status_pb2  # shipped with protobuf's common protos
+
+            body = status_pb2.Status(code=code, message=message).SerializeToString()
+            self._reply(status.value, body, PROTOBUF, headers)
+
+    def do_POST(self) -> None:
+        service = self.service
+        signal = _PATHS.get(urlsplit(self.path).path)
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        is_json = content_type == JSON
+        if signal is None:
+            self._status(HTTPStatus.NOT_FOUND, "unknown path", is_json)
+            return
+        if not self._authorized():
+            service.reject_request("unauthenticated")
+            self._status(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token", is_json)
+            return
+        if content_type not in (PROTOBUF, JSON):
+            service.reject_request("unsupported_media_type")
+            self._status(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "use protobuf or JSON", is_json)
+            return
+        slots = self.server.slots  # type: ignore[attr-defined]
+        if not slots.acquire(blocking=False):
+            service.reject_request("overloaded")
+            self._status(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "too many concurrent requests",
+                is_json,
+                **{"Retry-After": "1"},
+            )
+            return
+        try:
+            self._export(signal, is_json)
+        finally:
+            slots.release()
+
+    def _export(self, signal: Signal, is_json: bool) -> None:
+        service = self.service
+        try:
+            body = _read_body(self, service.config.max_request_bytes)
+        except TooLarge:
+            service.reject_request("too_large")
+            self.close_connection = True
+            self._status(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request too large", is_json)
+            return
+        except ValueError as exc:
+            service.reject_request("malformed")
+            self.close_connection = True
+            self._status(HTTPStatus.BAD_REQUEST, str(exc), is_json)
+            return
+        result = service.export(signal, body, is_json=is_json, source=SOURCE)
+        if result.status is Status.INVALID:
+            self._status(HTTPStatus.BAD_REQUEST, result.message, is_json)
+        elif result.status is Status.UNAVAILABLE:
+            self._status(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                result.message,
+                is_json,
+                **{"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        else:
+            response = _response(signal, result)
+            if is_json:
+                self._json(200, json_format.MessageToDict(response))
+            else:
+                self._reply(200, response.SerializeToString(), PROTOBUF)
+
+
+class AdminHandler(_Handler):
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        route: Callable[[dict[str, str]], None] | None = {
+            "/metrics": self._metrics,
+            "/healthz": self._healthz,
+            "/readyz": self._readyz,
+            "/api/v1/report": self._report,
+            "/api/v1/conversation": self._conversation,
+        }.get(parts.path)
+        if route is None:
+            self._json(404, {"error": "not found"})
+            return
+        if parts.path.startswith("/api/") and not self._authorized():
+            self._json(401, {"error": "missing or wrong bearer token"})
+            return
+        try:
+            route(query)
+        except ValueError as exc:
+            self._json(400, {"error": str(exc)})
+        except Exception as exc:
+            self._json(503, {"error": f"store unavailable: {str(exc)[:200]}"})
+
+    def _metrics(self, _query: dict[str, str]) -> None:
+        self._reply(200, generate_latest(self.service.metrics.registry), CONTENT_TYPE_LATEST)
+
+    def _healthz(self, _query: dict[str, str]) -> None:
+        self._json(200, {"status": "ok"})
+
+    def _readyz(self, _query: dict[str, str]) -> None:
+        ready, detail = self.service.ready()
+        self._json(200 if ready else 503, {"ready": ready, "detail": detail})
+
+    def _report(self, query: dict[str, str]) -> None:
+        days = int(query.get("days", "7"))
+        self._json(200, self.service.report(days, query.get("agent", "")))
+
+    def _conversation(self, query: dict[str, str]) -> None:
+        if not query.get("id"):
+            raise ValueError("id is required")
+        self._json(200, self.service.conversation(query["id"]))
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def start_http_server(
+    service: CollectorService, host: str, port: int, handler: type[_Handler]
+) -> tuple[ThreadingHTTPServer, int]:
+    """Serve ``handler`` in a thread; returns the server and its bound port."""
+    bound_handler = type(handler.__name__, (handler,), {"service": service})
+    server = _Server((host, port), bound_handler)
+    server.slots = threading.BoundedSemaphore(  # type: ignore[attr-defined]
+        service.config.max_concurrent_requests
+    )
+    config = service.config
+    if config.tls_cert_file:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, name=handler.__name__, daemon=True)
+    thread.start()
+    return server, int(server.server_address[1])

@@ -1,0 +1,102 @@
+"""Run the collector: receivers, admin server, and a clean drain on SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from opentelemetry.exporter.conversation_analytics.collector.config import (
+    CollectorConfig,
+    split_endpoint,
+)
+from opentelemetry.exporter.conversation_analytics.collector.grpc_receiver import (
+    start_grpc_receiver,
+)
+from opentelemetry.exporter.conversation_analytics.collector.http_receiver import (
+    AdminHandler,
+    OtlpHandler,
+    start_http_server,
+)
+from opentelemetry.exporter.conversation_analytics.collector.inference import Clock, _utcnow
+from opentelemetry.exporter.conversation_analytics.collector.service import CollectorService
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningCollector:
+    """A started collector: its service, bound ports, and how to stop it."""
+
+    service: CollectorService
+    ports: dict[str, int] = field(default_factory=dict)
+    _closers: list[Any] = field(default_factory=list)
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self) -> None:
+        """Stop accepting, let in-flight exports finish, flush, release the store."""
+        if self.stopped.is_set():
+            return
+        for close in self._closers:
+            try:
+                close()
+            except Exception:
+                _logger.exception("error while stopping a receiver")
+        self.service.close()
+        self.stopped.set()
+
+
+def start_collector(config: CollectorConfig, *, clock: Clock = _utcnow) -> RunningCollector:
+    """Start everything the config enables; the caller stops it with ``stop()``."""
+    service = CollectorService(config, clock=clock)
+    running = RunningCollector(service)
+    scheme = "https" if config.tls_cert_file else "http"
+    try:
+        api_url = None
+        if config.metrics_endpoint:
+            host, port = split_endpoint(config.metrics_endpoint)
+            admin, bound = start_http_server(service, host, port, AdminHandler)
+            running.ports["metrics"] = bound
+            running._closers.append(admin.server_close)
+            running._closers.insert(0, admin.shutdown)
+            api_url = f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{bound}"  # noqa: S104
+        service.start(api_url)
+        if config.grpc_endpoint:
+            host, port = split_endpoint(config.grpc_endpoint)
+            server, bound = start_grpc_receiver(service, host, port)
+            running.ports["grpc"] = bound
+            running._closers.insert(0, lambda: server.stop(grace=10).wait())
+        if config.http_endpoint:
+            host, port = split_endpoint(config.http_endpoint)
+            http, bound = start_http_server(service, host, port, OtlpHandler)
+            running.ports["http"] = bound
+            running._closers.insert(0, http.server_close)
+            running._closers.insert(0, http.shutdown)
+    except BaseException:
+        running.stop()
+        raise
+    return running
+
+
+def serve(config: CollectorConfig, out: TextIO = sys.stderr) -> int:
+    """Run until SIGTERM or SIGINT, then drain and exit 0."""
+    running = start_collector(config)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    ports = ", ".join(f"{name}={port}" for name, port in running.ports.items())
+    out.write(f"collector ready: {ports} store={config.store}\n")
+    out.flush()
+    while not stop.wait(0.5):
+        pass
+    out.write("collector stopping: draining in-flight exports\n")
+    out.flush()
+    running.stop()
+    return 0
