@@ -5,7 +5,6 @@ from __future__ import annotations
 import urllib.request
 from collections.abc import Iterator, Sequence
 from importlib.metadata import entry_points
-from typing import Any
 
 import pytest
 from opentelemetry.sdk.resources import Resource
@@ -14,12 +13,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
+from faults import FlakyStore
 from opentelemetry.exporter.conversation_analytics import metrics as m
 from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
 from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline, Outcome
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
-from opentelemetry.exporter.conversation_analytics.store import ConversationStore, StoreError
-from opentelemetry.exporter.conversation_analytics.store.base import Params
+from opentelemetry.exporter.conversation_analytics.store import ConversationStore
 from opentelemetry.instrumentation.conversation import (
     ConversationEvent,
     ConversationTracker,
@@ -222,31 +221,6 @@ class TestPrometheus:
             group="opentelemetry_traces_exporter", name="conversation_analytics"
         )
         assert found.load() is ConversationAnalyticsExporter
-
-
-class FlakyStore(ConversationStore):
-    """The real store, with writes failing while ``down`` (a fault, not a fake engine)."""
-
-    def __init__(self, inner: ConversationStore) -> None:
-        super().__init__(inner.schema)
-        self.inner = inner
-        self.down = True
-        self.attempts = 0
-
-    def execute(self, sql: str) -> None:
-        self.inner.execute(sql)
-
-    def select(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
-        return self.inner.select(sql, params)
-
-    def insert(self, rows: Sequence[EventRow]) -> None:
-        self.attempts += 1
-        if self.down:
-            raise StoreError("connection refused")
-        self.inner.insert(rows)
-
-    def close(self) -> None:
-        """The inner store belongs to the fixture."""
 
 
 def _rows(count: int, prefix: str = "e") -> list[EventRow]:

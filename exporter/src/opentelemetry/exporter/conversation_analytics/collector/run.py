@@ -23,6 +23,7 @@ from opentelemetry.exporter.conversation_analytics.collector.http_receiver impor
 )
 from opentelemetry.exporter.conversation_analytics.collector.inference import Clock, _utcnow
 from opentelemetry.exporter.conversation_analytics.collector.service import CollectorService
+from opentelemetry.exporter.conversation_analytics.store import ConversationStore
 
 _logger = logging.getLogger(__name__)
 
@@ -49,9 +50,14 @@ class RunningCollector:
         self.stopped.set()
 
 
-def start_collector(config: CollectorConfig, *, clock: Clock = _utcnow) -> RunningCollector:
-    """Start everything the config enables; the caller stops it with ``stop()``."""
-    service = CollectorService(config, clock=clock)
+def start_collector(
+    config: CollectorConfig, *, clock: Clock = _utcnow, store: ConversationStore | None = None
+) -> RunningCollector:
+    """Start everything the config enables; the caller stops it with ``stop()``.
+
+    ``store`` (tests, embedding) replaces the one the config's URL names; it stays the caller's.
+    """
+    service = CollectorService(config, clock=clock, store=store)
     running = RunningCollector(service)
     scheme = "https" if config.tls_cert_file else "http"
     try:

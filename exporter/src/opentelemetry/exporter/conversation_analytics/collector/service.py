@@ -37,7 +37,11 @@ from opentelemetry.exporter.conversation_analytics.collector.otlp import (
 from opentelemetry.exporter.conversation_analytics.metrics import ConversationMetrics
 from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline, Outcome
 from opentelemetry.exporter.conversation_analytics.spool import DiskSpool
-from opentelemetry.exporter.conversation_analytics.store import StoreError, open_store
+from opentelemetry.exporter.conversation_analytics.store import (
+    ConversationStore,
+    StoreError,
+    open_store,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -83,7 +87,13 @@ def chdb_directory(store_url: str) -> Path | None:
 class CollectorService:
     """Owns the store, the pipeline, the spool and the abandonment sweeper."""
 
-    def __init__(self, config: CollectorConfig, *, clock: Clock = _utcnow) -> None:
+    def __init__(
+        self,
+        config: CollectorConfig,
+        *,
+        clock: Clock = _utcnow,
+        store: ConversationStore | None = None,
+    ) -> None:
         self.config = config
         self.metrics = ConversationMetrics()
         self.requests_rejected = PromCounter(
@@ -99,7 +109,10 @@ class CollectorService:
         self.spool = DiskSpool(spool_dir, config.spool_max_bytes)
         store_url = config.store
         self.pipeline = ConversationPipeline(
-            lambda: open_store(store_url), self.metrics, spool=self.spool, max_attempts=2
+            store if store is not None else (lambda: open_store(store_url)),
+            self.metrics,
+            spool=self.spool,
+            max_attempts=2,
         )
         self.sweeper = AbandonmentSweeper(
             self.pipeline,

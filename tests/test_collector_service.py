@@ -1,0 +1,406 @@
+"""The collector's core in-process: abandonment inference, durability, backpressure, OTLP logs."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from faults import FlakyStore
+from opentelemetry.exporter.conversation_analytics.collector.config import (
+    CollectorConfig,
+    split_endpoint,
+)
+from opentelemetry.exporter.conversation_analytics.collector.inference import (
+    AbandonmentSweeper,
+    inferred_abandonments,
+)
+from opentelemetry.exporter.conversation_analytics.collector.otlp import (
+    MalformedRequest,
+    parse_request,
+    rows_from_logs,
+)
+from opentelemetry.exporter.conversation_analytics.collector.run import (
+    RunningCollector,
+    start_collector,
+)
+from opentelemetry.exporter.conversation_analytics.collector.service import (
+    CollectorService,
+    Signal,
+    Status,
+)
+from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline
+from opentelemetry.exporter.conversation_analytics.rows import EventRow
+from opentelemetry.exporter.conversation_analytics.store import ConversationStore
+from opentelemetry.instrumentation.conversation import semconv
+
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+IDLE = timedelta(minutes=30)
+
+
+def _ns(moment: datetime) -> int:
+    return (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1) * 1000
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(T0)
+
+
+@pytest.fixture
+def sweeper_factory(store: ConversationStore, clock: Clock) -> Callable[[], AbandonmentSweeper]:
+    """A fresh pipeline + sweeper over the shared store: a new process, or another replica."""
+
+    def make() -> AbandonmentSweeper:
+        return AbandonmentSweeper(ConversationPipeline(store), idle_timeout=IDLE, clock=clock)
+
+    return make
+
+
+def _event(cid: str, kind: str, at: datetime, **fields: object) -> EventRow:
+    return EventRow(f"{cid}-{kind}-{_ns(at)}", kind, cid, _ns(at), agent_name="bot", **fields)  # type: ignore[arg-type]
+
+
+def _talk(store: ConversationStore, cid: str, start: datetime, turns: int) -> datetime:
+    rows = [_event(cid, "started", start)]
+    for turn in range(1, turns + 1):
+        rows.append(_event(cid, "user_message", start + timedelta(minutes=turn), turn=turn))
+    store.insert(rows)
+    return start + timedelta(minutes=turns)
+
+
+class TestAbandonmentInference:
+    def test_idle_conversation_is_inferred_abandoned(
+        self,
+        store: ConversationStore,
+        clock: Clock,
+        sweeper_factory: Callable[[], AbandonmentSweeper],
+    ) -> None:
+        """Silence past the idle timeout yields one inferred abandonment at the last user turn."""
+        last = _talk(store, "quiet", T0, turns=3)
+        clock.now = last + IDLE - timedelta(seconds=1)
+        assert sweeper_factory().sweep() == 0
+        clock.now = last + IDLE + timedelta(seconds=1)
+        assert sweeper_factory().sweep() == 1
+        (event,) = [e for e in store.conversation("quiet").events if e["event_type"] == "abandoned"]
+        assert event["abandon_inferred"] is True
+        assert event["abandoned_at_turn"] == 3
+        report = store.report(7, now=clock.now)
+        assert report.abandonment_rate == 100.0
+        assert [(d.turn, d.count) for d in report.drop_off] == [(3, 1)]
+
+    @pytest.mark.parametrize("outcome", ["completed", "abandoned", "handoff_requested"])
+    def test_finished_or_handed_off_conversations_are_left_alone(
+        self,
+        store: ConversationStore,
+        clock: Clock,
+        sweeper_factory: Callable[[], AbandonmentSweeper],
+        outcome: str,
+    ) -> None:
+        """Completed, explicitly abandoned, or handed to a human: silence infers nothing."""
+        last = _talk(store, "done", T0, turns=2)
+        store.insert([_event("done", outcome, last + timedelta(seconds=5))])
+        clock.now = last + 3 * IDLE
+        assert sweeper_factory().sweep() == 0
+
+    def test_reruns_restarts_and_replicas_count_once(
+        self,
+        store: ConversationStore,
+        clock: Clock,
+        sweeper_factory: Callable[[], AbandonmentSweeper],
+    ) -> None:
+        """Two replicas and a restarted process infer the same event: it is stored once."""
+        last = _talk(store, "quiet", T0, turns=2)
+        clock.now = last + 2 * IDLE
+        candidates_a = inferred_abandonments(store, now=clock.now, idle_timeout=IDLE)
+        candidates_b = inferred_abandonments(store, now=clock.now, idle_timeout=IDLE)
+        assert [r.event_id for r in candidates_a] == [r.event_id for r in candidates_b]
+        replica_a, replica_b = sweeper_factory(), sweeper_factory()
+        replica_a.pipeline.submit(candidates_a, "inference")
+        replica_b.pipeline.submit(candidates_b, "inference")  # the race both replicas can have
+        assert sweeper_factory().sweep() == 0  # after a restart: nothing new to infer
+        events = store.conversation("quiet").events
+        assert sum(e["event_type"] == "abandoned" for e in events) == 1
+        report = store.report(7, now=clock.now)
+        assert report.total_conversations == 1
+        assert [(d.turn, d.count) for d in report.drop_off] == [(2, 1)]
+
+    def test_returning_user_revokes_the_inference(
+        self,
+        store: ConversationStore,
+        clock: Clock,
+        sweeper_factory: Callable[[], AbandonmentSweeper],
+    ) -> None:
+        """Activity after an inferred abandonment revokes it; silence again infers anew."""
+        last = _talk(store, "back", T0, turns=1)
+        clock.now = last + 2 * IDLE
+        sweeper_factory().sweep()
+        assert store.report(7, now=clock.now).abandonment_rate == 100.0
+        returned = clock.now + timedelta(minutes=5)
+        store.insert([_event("back", "user_message", returned, turn=2)])
+        report = store.report(7, now=returned)
+        assert report.abandonment_rate == 0.0
+        assert report.drop_off == []
+        store.insert([_event("back", "completed", returned + timedelta(minutes=1))])
+        clock.now = returned + 3 * IDLE
+        assert sweeper_factory().sweep() == 0
+        report = store.report(7, now=clock.now)
+        assert (report.completion_rate, report.abandonment_rate) == (100.0, 0.0)
+
+    def test_silent_again_is_inferred_again(
+        self,
+        store: ConversationStore,
+        clock: Clock,
+        sweeper_factory: Callable[[], AbandonmentSweeper],
+    ) -> None:
+        """A user who returns and goes quiet again is abandoned at the new last turn."""
+        last = _talk(store, "twice", T0, turns=1)
+        clock.now = last + 2 * IDLE
+        sweeper_factory().sweep()
+        returned = clock.now + timedelta(minutes=5)
+        store.insert([_event("twice", "user_message", returned, turn=2)])
+        clock.now = returned + 2 * IDLE
+        assert sweeper_factory().sweep() == 1
+        report = store.report(7, now=clock.now)
+        assert report.abandonment_rate == 100.0
+        assert [(d.turn, d.count) for d in report.drop_off] == [(2, 1)]
+
+    def test_sweeper_thread_runs_on_its_own(self, store: ConversationStore, clock: Clock) -> None:
+        """Started, the sweeper infers without being called."""
+        last = _talk(store, "auto", T0, turns=1)
+        clock.now = last + 2 * IDLE
+        sweeper = AbandonmentSweeper(
+            ConversationPipeline(store), idle_timeout=IDLE, interval=0.05, clock=clock
+        )
+        sweeper.start()
+        try:
+            for _ in range(200):
+                if any(e["event_type"] == "abandoned" for e in store.conversation("auto").events):
+                    break
+                sweeper._stop.wait(0.05)
+        finally:
+            sweeper.stop()
+        assert store.report(7, now=clock.now).abandonment_rate == 100.0
+
+
+# ---- durability and backpressure -----------------------------------------------------------
+
+
+def _trace_request(cid: str, events: int) -> bytes:
+    span = Span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="turn")
+    for index in range(events):
+        event = span.events.add()
+        event.name = "conversation.user_message"
+        event.time_unix_nano = _ns(T0) + index
+        event.attributes.extend(
+            [
+                KeyValue(key=semconv.CONVERSATION_ID, value=AnyValue(string_value=cid)),
+                KeyValue(key=semconv.EVENT_ID, value=AnyValue(string_value=f"{cid}-{index}")),
+                KeyValue(key=semconv.TURN, value=AnyValue(int_value=index + 1)),
+            ]
+        )
+    request = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[span])])]
+    )
+    return request.SerializeToString()
+
+
+@pytest.fixture
+def flaky(store: ConversationStore) -> FlakyStore:
+    return FlakyStore(store)
+
+
+@pytest.fixture
+def running(flaky: FlakyStore, store_url: str, tmp_path: Path) -> Iterator[RunningCollector]:
+    """An in-process collector (HTTP receiver + admin) over a store that is down."""
+    config = CollectorConfig(
+        store=store_url,
+        grpc_endpoint="",
+        http_endpoint="127.0.0.1:0",
+        metrics_endpoint="127.0.0.1:0",
+        spool_dir=str(tmp_path / "spool"),
+        spool_max_bytes=6_000,
+    )
+    collector = start_collector(config, store=flaky)
+    collector.service.pipeline._sleep = lambda _seconds: None
+    yield collector
+    collector.stop()
+
+
+def _post(port: int, body: bytes, **headers: str) -> http.client.HTTPResponse:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request(
+        "POST",
+        "/v1/traces",
+        body=body,
+        headers={"Content-Type": "application/x-protobuf", **headers},
+    )
+    response = connection.getresponse()
+    response.read()
+    return response
+
+
+class TestDurability:
+    def test_outage_spools_then_refuses_then_drains(
+        self, running: RunningCollector, flaky: FlakyStore, store: ConversationStore
+    ) -> None:
+        """Store down: exports are acknowledged while the spool has room, then refused with
+        503 + Retry-After; when the store returns the backlog drains and nothing is lost."""
+        port = running.ports["http"]
+        acknowledged = []
+        refused = []
+        for batch in range(12):
+            response = _post(port, _trace_request(f"c{batch}", 10))
+            (acknowledged if response.status == 200 else refused).append(batch)
+            if response.status != 200:
+                assert response.status == 503
+                assert response.getheader("Retry-After")
+        assert acknowledged and refused
+        assert store.count_events() == 0
+        assert running.service.spool.events == 10 * len(acknowledged)
+        ready, detail = running.service.ready()
+        assert not ready and "spool" in detail
+        flaky.down = False
+        for batch in refused:  # what the clients retry, backing off while refused
+            for _attempt in range(100):
+                if _post(port, _trace_request(f"c{batch}", 10)).status == 200:
+                    break
+                time.sleep(0.1)
+            else:
+                pytest.fail("the collector kept refusing after the store came back")
+        running.service.pipeline.flush()
+        assert store.count_events() == 120
+        assert running.service.spool.events == 0
+
+    def test_spool_survives_a_restart(
+        self, store: ConversationStore, store_url: str, tmp_path: Path
+    ) -> None:
+        """Events spooled by one process are replayed into the store by the next one."""
+        spool_dir = str(tmp_path / "spool")
+        config = CollectorConfig(store=store_url, spool_dir=spool_dir)
+        first = CollectorService(config, store=FlakyStore(store))
+        first.pipeline._sleep = lambda _seconds: None
+        result = first.export(Signal.TRACES, _trace_request("c", 5), is_json=False, source="t")
+        assert result.status is Status.OK
+        assert store.count_events() == 0  # acknowledged, durable only in the spool
+        second = CollectorService(config, store=store)
+        second.start()
+        second.close()
+        assert store.count_events() == 5
+
+    def test_decompression_bomb_is_refused(self, running: RunningCollector) -> None:
+        """A small gzip body that inflates past the cap gets 413 and the service carries on."""
+        port = running.ports["http"]
+        bomb = gzip.compress(b"\0" * (running.service.config.max_request_bytes + 1024))
+        assert len(bomb) < 100_000
+        assert _post(port, bomb, **{"Content-Encoding": "gzip"}).status == 413
+        assert _post(port, b"\xff\xfe garbage").status == 400
+
+
+class TestLogs:
+    @pytest.mark.parametrize("field", ["event_name", "attribute"])
+    def test_log_records_count_like_span_events(self, field: str) -> None:
+        """A log record named conversation.* becomes the same row as the span event."""
+        record = LogRecord(time_unix_nano=_ns(T0), trace_id=b"\x0a" * 16, span_id=b"\x0b" * 8)
+        attributes = [
+            KeyValue(key=semconv.CONVERSATION_ID, value=AnyValue(string_value="log-conv")),
+            KeyValue(key=semconv.CHANNEL, value=AnyValue(string_value="voice")),
+        ]
+        if field == "event_name":
+            record.event_name = "conversation.started"
+        else:
+            attributes.append(
+                KeyValue(key="event.name", value=AnyValue(string_value="conversation.started"))
+            )
+        record.attributes.extend(attributes)
+        noise = LogRecord(event_name="http.request", time_unix_nano=1)
+        request = ExportLogsServiceRequest(
+            resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=[record, noise])])]
+        )
+        parsed = ExportLogsServiceRequest()
+        parse_request(request.SerializeToString(), parsed, is_json=False)
+        extracted = rows_from_logs(parsed)
+        (row,) = extracted.rows
+        assert (row.conversation_id, row.event_type, row.channel) == (
+            "log-conv",
+            "started",
+            "voice",
+        )
+        assert row.timestamp_ns == _ns(T0)
+        assert row.trace_id == "0a" * 16
+
+    @pytest.mark.parametrize(
+        ("body", "is_json"),
+        [
+            (b"\x0a\xff\xff", False),
+            (b"{not json", True),
+            (b"[1, 2]", True),
+            (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}', True),
+        ],
+    )
+    def test_malformed_bodies_are_clear_errors(self, body: bytes, is_json: bool) -> None:
+        """Bad protobuf or JSON is a MalformedRequest, not a crash."""
+        with pytest.raises(MalformedRequest):
+            parse_request(body, ExportTraceServiceRequest(), is_json=is_json)
+
+
+class TestConfig:
+    def test_flags_then_env_then_defaults(self) -> None:
+        """An explicit value wins over the environment, which wins over the default."""
+        env = {
+            "CONVERSATION_ANALYTICS_IDLE_TIMEOUT": "60",
+            "CONVERSATION_ANALYTICS_AUTH_TOKEN": "from-env",
+            "CONVERSATION_ANALYTICS_STORE": "chdb:///srv/x",
+        }
+        config = CollectorConfig.load({"auth_token": "from-flag"}, env)
+        assert (config.idle_timeout, config.auth_token, config.store) == (
+            60.0,
+            "from-flag",
+            "chdb:///srv/x",
+        )
+        assert config.grpc_endpoint == "127.0.0.1:4317"
+
+    @pytest.mark.parametrize(
+        "env",
+        [
+            {"CONVERSATION_ANALYTICS_IDLE_TIMEOUT": "soon"},
+            {"CONVERSATION_ANALYTICS_IDLE_TIMEOUT": "-5"},
+            {"CONVERSATION_ANALYTICS_TLS_CERT_FILE": "/x.pem"},
+        ],
+    )
+    def test_bad_settings_are_clear_errors(self, env: dict[str, str]) -> None:
+        """Wrong types or half a TLS setup are ValueErrors naming the setting."""
+        with pytest.raises(ValueError):
+            CollectorConfig.load({}, env)
+
+    @pytest.mark.parametrize(
+        ("endpoint", "expected"),
+        [
+            ("127.0.0.1:4317", ("127.0.0.1", 4317)),
+            ("[::1]:0", ("::1", 0)),
+            (":9", ("127.0.0.1", 9)),
+        ],
+    )
+    def test_endpoints(self, endpoint: str, expected: tuple[str, int]) -> None:
+        """HOST:PORT parses; an empty host means loopback, never all interfaces."""
+        assert split_endpoint(endpoint) == expected
