@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 ENV_MAX_LABEL_VALUES: Final = "CONVERSATION_ANALYTICS_MAX_LABEL_VALUES"
 DEFAULT_MAX_LABEL_VALUES: Final = 50
@@ -41,6 +42,7 @@ QUEUE_DEPTH: Final = "conversation_analytics_queue_depth"
 BATCH_WRITE_SECONDS: Final = "conversation_analytics_batch_write_duration_seconds"
 
 #: Labels known from a conversation's start (channel from ``started``, the rest on every event).
+_CACHE_LIMIT: Final = 10_000
 CONVERSATION_LABELS: Final = ("agent", "channel", "prompt_version")
 #: Outcome series add the model, known once the agent has answered.
 OUTCOME_LABELS: Final = (*CONVERSATION_LABELS, "model")
@@ -85,6 +87,8 @@ class ConversationMetrics:
         self, registry: CollectorRegistry | None = None, max_label_values: int | None = None
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._label_cache: dict[tuple[str, str, str, str], tuple[str, str, str, str]] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.limit = LabelLimiter(max_label_values)
         r = self.registry
         labels = OUTCOME_LABELS
@@ -166,10 +170,28 @@ class ConversationMetrics:
         self, agent: str, channel: str, prompt_version: str, model: str
     ) -> tuple[str, str, str, str]:
         """Bounded (agent, channel, prompt_version, model); start series use the first three."""
-        limit = self.limit
-        return (
-            limit("agent", agent),
-            limit("channel", channel),
-            limit("prompt_version", prompt_version),
-            limit("model", model),
-        )
+        key = (agent, channel, prompt_version, model)
+        labels = self._label_cache.get(key)
+        if labels is None:
+            limit = self.limit
+            labels = (
+                limit("agent", agent),
+                limit("channel", channel),
+                limit("prompt_version", prompt_version),
+                limit("model", model),
+            )
+            if len(self._label_cache) >= _CACHE_LIMIT:
+                self._label_cache.clear()
+            self._label_cache[key] = labels
+        return labels
+
+    def child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: the lookup is the hot path's largest cost."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = metric.labels(*labels)
+            if len(self._children) >= _CACHE_LIMIT:
+                self._children.clear()
+            self._children[key] = found
+        return found

@@ -280,6 +280,7 @@ class ConversationPipeline:
 
     def _observe(self, row: EventRow) -> None:
         metrics = self.metrics
+        child = metrics.child
         state = self._conversations.get(row.conversation_id)
         if not isinstance(state, _ConversationState):
             state = _ConversationState()
@@ -294,33 +295,33 @@ class ConversationPipeline:
         kind = row.event_type
         if kind == _STARTED:
             state.started_ns = row.timestamp_ns
-            metrics.started.labels(*start_labels).inc()
+            child(metrics.started, *start_labels).inc()
         elif kind == _USER_MESSAGE:
             state.user_messages += 1
-            metrics.user_messages.labels(*start_labels).inc()
+            child(metrics.user_messages, *start_labels).inc()
             if row.rephrase:
-                metrics.rephrases.labels(*start_labels).inc()
+                child(metrics.rephrases, *start_labels).inc()
         elif kind == _TOOL_CALLED:
             outcome = "error" if row.error_type else "ok"
-            metrics.tool_calls.labels(
-                labels[0], metrics.limit("tool", row.tool_name), outcome
+            child(
+                metrics.tool_calls, labels[0], metrics.limit("tool", row.tool_name), outcome
             ).inc()
         elif kind == _HANDOFF:
             state.handoff = True
-            metrics.handoffs.labels(*labels).inc()
+            child(metrics.handoffs, *labels).inc()
         elif kind == _FEEDBACK:
             if row.feedback_rating == RATING_POSITIVE:
                 state.positive += 1
             elif row.feedback_rating == RATING_NEGATIVE:
                 state.negative += 1
             rating = row.feedback_rating if row.feedback_rating in RATINGS else "other"
-            metrics.feedback.labels(labels[0], rating).inc()
+            child(metrics.feedback, labels[0], rating).inc()
         elif kind == _COMPLETED:
-            metrics.completed.labels(*labels).inc()
+            child(metrics.completed, *labels).inc()
             self._finish(state, row, labels, completed=True)
         elif kind == _ABANDONED:
             inferred = "true" if row.abandon_inferred else "false"
-            metrics.abandoned.labels(*labels, inferred).inc()
+            child(metrics.abandoned, *labels, inferred).inc()
             self._finish(state, row, labels, completed=False)
 
     def _finish(
@@ -336,13 +337,14 @@ class ConversationPipeline:
             return
         state.finished = True
         metrics = self.metrics
+        child = metrics.child
         turns = row.total_turns if completed else row.abandoned_at_turn
-        metrics.turns.labels(*labels).observe(turns if turns is not None else state.user_messages)
+        child(metrics.turns, *labels).observe(turns if turns is not None else state.user_messages)
         if completed and state.started_ns is not None:
             seconds = (row.timestamp_ns - state.started_ns) / 1e9
-            metrics.duration.labels(*labels).observe(max(0.0, seconds))
+            child(metrics.duration, *labels).observe(max(0.0, seconds))
         if not completed and row.abandoned_at_turn is not None:
-            metrics.abandoned_at_turn.labels(*labels).observe(row.abandoned_at_turn)
+            child(metrics.abandoned_at_turn, *labels).observe(row.abandoned_at_turn)
         score = satisfaction_score(
             positive=state.positive,
             negative=state.negative,
@@ -350,7 +352,7 @@ class ConversationPipeline:
             completed=completed,
             handoff=state.handoff,
         )
-        metrics.satisfaction.labels(*labels).observe(score)
+        child(metrics.satisfaction, *labels).observe(score)
 
 
 def _by_time(row: EventRow) -> int:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Final
 
@@ -78,9 +79,17 @@ ROW_FIELDS: Final = tuple(f.name for f in fields(EventRow))
 TIMESTAMP_INDEX: Final = ROW_FIELDS.index("timestamp_ns")
 
 
+_ALL_FIELDS: Final = operator.attrgetter(*ROW_FIELDS)
+
+
 def row_values(row: EventRow) -> list[object]:
     """The row's values in column order."""
-    return [getattr(row, name) for name in ROW_FIELDS]
+    return list(_ALL_FIELDS(row))
+
+
+def row_columns(rows: Sequence[EventRow]) -> list[tuple[object, ...]]:
+    """The rows' values column by column (for columnar inserts)."""
+    return list(zip(*map(_ALL_FIELDS, rows), strict=True))
 
 
 def row_from_values(values: list[object]) -> EventRow:
@@ -89,7 +98,7 @@ def row_from_values(values: list[object]) -> EventRow:
 
 
 def _text(value: object) -> str:
-    text = value if isinstance(value, str) else str(value)
+    text = value if type(value) is str else str(value)
     return text if len(text) <= MAX_STRING_LENGTH else text[:MAX_STRING_LENGTH]
 
 
@@ -144,6 +153,32 @@ def derived_event_id(*parts: object) -> str:
     return digest.hexdigest()
 
 
+#: Contract attribute -> (row field, converter). Built once: extraction is the hot path.
+_FIELDS: Final[dict[str, tuple[str, Callable[[object], object]]]] = {
+    semconv.USER_ID: ("user_id", _text),
+    semconv.AGENT_NAME: ("agent_name", _text),
+    semconv.AGENT_VERSION: ("agent_version", _text),
+    semconv.PROMPT_VERSION: ("prompt_version", _text),
+    semconv.REQUEST_MODEL: ("request_model", _text),
+    semconv.RESPONSE_MODEL: ("response_model", _text),
+    semconv.CHANNEL: ("channel", _text),
+    semconv.TURN: ("turn", _int),
+    semconv.MESSAGE_LENGTH: ("message_length", _int),
+    semconv.RESPONSE_LENGTH: ("response_length", _int),
+    semconv.TOOL_NAME: ("tool_name", _text),
+    semconv.ERROR_TYPE: ("error_type", _text),
+    semconv.HANDOFF_REASON: ("handoff_reason", _text),
+    semconv.FEEDBACK_RATING: ("feedback_rating", _text),
+    semconv.FEEDBACK_SCORE: ("feedback_score", _float),
+    semconv.TOTAL_TURNS: ("total_turns", _int),
+    semconv.ABANDONED_AT_TURN: ("abandoned_at_turn", _int),
+    semconv.ABANDON_INFERRED: ("abandon_inferred", _bool),
+    semconv.REPHRASE: ("rephrase", _bool),
+    semconv.REPHRASE_SIMILARITY: ("rephrase_similarity", _float),
+}
+_IDS: Final = frozenset({semconv.CONVERSATION_ID, semconv.EVENT_ID})
+
+
 def row_from_attributes(
     event_type: ConversationEvent,
     attributes: Mapping[str, object],
@@ -154,7 +189,10 @@ def row_from_attributes(
     span_id: str = "",
     store_content: bool = False,
 ) -> EventRow:
-    """Validate one event's attributes into a row; raise :class:`RejectedEvent` when unusable."""
+    """Validate one event's attributes into a row; raise :class:`RejectedEvent` when unusable.
+
+    Values of the wrong type become NULL (or the type's empty value); strings are capped.
+    """
     get = attributes.get
     conversation_id = _required_id(get(semconv.CONVERSATION_ID), "conversation_id")
     if not MIN_TIMESTAMP_NS <= timestamp_ns < MAX_TIMESTAMP_NS:
@@ -166,44 +204,27 @@ def row_from_attributes(
         )
     else:
         event_id = _required_id(raw_event_id, "event_id")
-    agent = get(semconv.AGENT_NAME) or service_name or UNKNOWN_AGENT
+    service = _text(service_name)
     row = EventRow(
-        event_id=event_id,
-        event_type=event_type.value,
-        conversation_id=conversation_id,
-        timestamp_ns=int(timestamp_ns),
-        user_id=_text(get(semconv.USER_ID) or ""),
-        agent_name=_text(agent),
-        agent_version=_text(get(semconv.AGENT_VERSION) or ""),
-        prompt_version=_text(get(semconv.PROMPT_VERSION) or ""),
-        request_model=_text(get(semconv.REQUEST_MODEL) or ""),
-        response_model=_text(get(semconv.RESPONSE_MODEL) or ""),
-        channel=_text(get(semconv.CHANNEL) or ""),
-        turn=_int(get(semconv.TURN)),
-        message_length=_int(get(semconv.MESSAGE_LENGTH)),
-        response_length=_int(get(semconv.RESPONSE_LENGTH)),
-        tool_name=_text(get(semconv.TOOL_NAME) or ""),
-        error_type=_text(get(semconv.ERROR_TYPE) or ""),
-        handoff_reason=_text(get(semconv.HANDOFF_REASON) or ""),
-        feedback_rating=_text(get(semconv.FEEDBACK_RATING) or ""),
-        feedback_score=_float(get(semconv.FEEDBACK_SCORE)),
-        total_turns=_int(get(semconv.TOTAL_TURNS)),
-        abandoned_at_turn=_int(get(semconv.ABANDONED_AT_TURN)),
-        abandon_inferred=_bool(get(semconv.ABANDON_INFERRED)),
-        rephrase=_bool(get(semconv.REPHRASE)),
-        rephrase_similarity=_float(get(semconv.REPHRASE_SIMILARITY)),
-        service_name=_text(service_name),
+        event_id,
+        event_type.value,
+        conversation_id,
+        int(timestamp_ns),
+        agent_name=service or UNKNOWN_AGENT,
+        service_name=service,
         trace_id=trace_id,
         span_id=span_id,
     )
-    if row.rephrase_similarity is not None and semconv.REPHRASE not in attributes:
-        row.rephrase = row.rephrase_similarity >= semconv.REPHRASE_THRESHOLD
     extra = row.attributes
     for key, value in attributes.items():
-        if key in semconv.CONTRACT_ATTRIBUTES or len(extra) >= MAX_METADATA_ENTRIES:
+        target = _FIELDS.get(key)
+        if target is not None:
+            if value is not None and value != "":
+                setattr(row, target[0], target[1](value))
+        elif key in _IDS or len(extra) >= MAX_METADATA_ENTRIES:
             continue
-        if key == semconv.MESSAGE_CONTENT and not store_content:
-            continue
-        name = key.removeprefix(semconv.METADATA_PREFIX)
-        extra[_text(name)] = _text(value)
+        elif key != semconv.MESSAGE_CONTENT or store_content:
+            extra[_text(key.removeprefix(semconv.METADATA_PREFIX))] = _text(value)
+    if row.rephrase_similarity is not None and semconv.REPHRASE not in attributes:
+        row.rephrase = row.rephrase_similarity >= semconv.REPHRASE_THRESHOLD
     return row

@@ -50,16 +50,13 @@ class Extracted:
         return f"conversation events rejected: {reasons}" if reasons else ""
 
 
+_SCALARS: Final = frozenset({"string_value", "int_value", "double_value", "bool_value"})
+
+
 def _any_value(value: AnyValue) -> Any:
     kind = value.WhichOneof("value")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "int_value":
-        return value.int_value
-    if kind == "double_value":
-        return value.double_value
-    if kind == "bool_value":
-        return value.bool_value
+    if kind in _SCALARS:
+        return getattr(value, kind)
     if kind is None:
         return None
     # Arrays, maps and bytes are never valid for contract attributes: keep them as JSON text.
@@ -67,7 +64,13 @@ def _any_value(value: AnyValue) -> Any:
 
 
 def attributes_of(pairs: Iterable[KeyValue]) -> dict[str, Any]:
-    return {pair.key: _any_value(pair.value) for pair in pairs}
+    out = {}
+    for pair in pairs:
+        value = pair.value
+        kind = value.WhichOneof("value")
+        # Strings first: nearly every conversation attribute is one (the hot path).
+        out[pair.key] = value.string_value if kind == "string_value" else _any_value(value)
+    return out
 
 
 def _service_name(resource_attributes: Iterable[KeyValue]) -> str:
@@ -84,8 +87,8 @@ def _add(
     time_ns: int,
     *,
     service: str,
-    trace_id: bytes,
-    span_id: bytes,
+    trace_id: str,
+    span_id: str,
     store_content: bool,
 ) -> bool:
     """Add one event if it is a conversation event; False when it was rejected."""
@@ -99,8 +102,8 @@ def _add(
                 attributes,
                 time_ns,
                 service_name=service,
-                trace_id=trace_id.hex(),
-                span_id=span_id.hex(),
+                trace_id=trace_id,
+                span_id=span_id,
                 store_content=store_content,
             )
         )
@@ -117,17 +120,21 @@ def rows_from_traces(request: ExportTraceServiceRequest, store_content: bool = F
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 ok = True
+                trace_id = span_id = ""
                 for event in span.events:
-                    if not event.name.startswith(semconv.EVENT_PREFIX):
+                    name = event.name
+                    if not name.startswith(semconv.EVENT_PREFIX):
                         continue
+                    if not trace_id:
+                        trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
                     ok &= _add(
                         extracted,
-                        event.name,
+                        name,
                         attributes_of(event.attributes),
                         event.time_unix_nano,
                         service=service,
-                        trace_id=span.trace_id,
-                        span_id=span.span_id,
+                        trace_id=trace_id,
+                        span_id=span_id,
                         store_content=store_content,
                     )
                 if not ok:
@@ -151,8 +158,8 @@ def rows_from_logs(request: ExportLogsServiceRequest, store_content: bool = Fals
                     attributes,
                     record.time_unix_nano or record.observed_time_unix_nano,
                     service=service,
-                    trace_id=record.trace_id,
-                    span_id=record.span_id,
+                    trace_id=record.trace_id.hex(),
+                    span_id=record.span_id.hex(),
                     store_content=store_content,
                 )
                 if not ok:

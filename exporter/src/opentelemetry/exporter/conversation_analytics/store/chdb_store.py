@@ -8,7 +8,11 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry.exporter.conversation_analytics.rows import TIMESTAMP_INDEX, EventRow, row_values
+from opentelemetry.exporter.conversation_analytics.rows import (
+    TIMESTAMP_INDEX,
+    EventRow,
+    row_columns,
+)
 from opentelemetry.exporter.conversation_analytics.store.base import (
     ConversationStore,
     Params,
@@ -76,10 +80,10 @@ def _micros_text(timestamp_ns: int) -> str:
     return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
 
-def _json_row(row: EventRow) -> str:
-    values = row_values(row)
-    values[TIMESTAMP_INDEX] = _micros_text(row.timestamp_ns)
-    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+def _json_columns(rows: Sequence[EventRow]) -> str:
+    columns: list[Any] = row_columns(rows)
+    columns[TIMESTAMP_INDEX] = [_micros_text(ns) for ns in columns[TIMESTAMP_INDEX]]
+    return json.dumps(columns, ensure_ascii=False, separators=(",", ":"))
 
 
 class ChdbStore(ConversationStore):
@@ -94,7 +98,7 @@ class ChdbStore(ConversationStore):
         self._closed = False
         self._insert_sql = (
             f"INSERT INTO {self.schema.events} ({', '.join(EVENT_COLUMN_NAMES)}) "
-            "FORMAT JSONCompactEachRow\n"
+            "FORMAT JSONCompactColumns\n"
         )
 
     def _query(self, sql: str, fmt: str, params: Params | None = None) -> str:
@@ -119,7 +123,7 @@ class ChdbStore(ConversationStore):
         if not rows:
             return
         # Values travel as the data of a FORMAT clause, never as SQL text.
-        self._query(self._insert_sql + "\n".join(map(_json_row, rows)), "CSV")
+        self._query(self._insert_sql + _json_columns(rows), "CSV")
 
     def close(self) -> None:
         if not self._closed:
