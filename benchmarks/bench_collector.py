@@ -184,7 +184,8 @@ def main() -> None:
                 f"otlp/{name:<4} end to end         {per_cpu:>12,.0f} events/CPU-s "
                 f"({len(spans) / cpu:,.0f} spans/CPU-s; wall {events / wall:,.0f} events/s; "
                 f"collector peak RSS {peak:.0f} MiB; vs decode+extract "
-                f"{per_cpu / (events / extract):.2f}x, vs decode-only {per_cpu / (events / decode):.3f}x)"
+                f"{per_cpu / (events / extract):.2f}x, "
+                f"vs decode-only {per_cpu / (events / decode):.3f}x)"
             )
 
 

@@ -57,6 +57,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.conversation import (
     ConversationEvent,
     ConversationTracker,
+    UserIdPseudonymizer,
     semconv,
 )
 
@@ -291,6 +292,47 @@ def bench_no_sdk(args: argparse.Namespace) -> dict[str, float]:
     return result
 
 
+def bench_breakdown(args: argparse.Namespace) -> None:
+    """What the tracker's per-call building blocks cost alone (public API only), in ns."""
+    provider = TracerProvider()
+    span = provider.get_tracer("bench").start_span("breakdown")
+    pseudonymize = UserIdPseudonymizer(b"k", True)
+    kind = ConversationEvent.USER_MESSAGE
+    n = args.calls
+    loop = range(n)
+    get_current_span = trace.get_current_span
+    parse = ConversationEvent.parse
+    metadata_attribute = semconv.metadata_attribute
+    urandom = os.urandom
+
+    def record_kwargs(**metadata: object) -> None:
+        return None
+
+    parts: list[tuple[str, Callable[[], object]]] = [
+        ("empty loop", lambda: [None for _ in loop]),
+        ("os.urandom(16).hex()", lambda: [urandom(16).hex() for _ in loop]),
+        ("get_current_span()", lambda: [get_current_span() for _ in loop]),
+        ("span.is_recording()", lambda: [span.is_recording() for _ in loop]),
+        ("ConversationEvent.parse", lambda: [parse(kind) for _ in loop]),
+        ("pseudonymise (cached)", lambda: [pseudonymize(USER_ID) for _ in loop]),
+        (
+            "metadata_attribute x2",
+            lambda: [
+                (metadata_attribute(kind, "turn"), metadata_attribute(kind, "message_length"))
+                for _ in loop
+            ],
+        ),
+        ("call with 2 kwargs", lambda: [record_kwargs(turn=3, message_length=42) for _ in loop]),
+    ]
+    with trace.use_span(span, end_on_exit=True):
+        timings = _util.interleaved(parts, max(3, args.repeats // 3))
+    empty = timings["empty loop"].best / n
+    print()
+    print("Building blocks of one record() call, alone (ns/call, min, empty loop subtracted):")
+    for name, _ in parts[1:]:
+        print(f"  {name:<26} {(timings[name].best / n - empty) * 1e9:>8,.0f}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
@@ -320,6 +362,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="after timing, print the top N functions of a cProfile of the tracker unit",
     )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time the building blocks of a record() call alone (public API only)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.events_per_span < 128:
         parser.error("--events-per-span must be between 1 and 127 (SDK span event limit 128)")
@@ -328,6 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench_no_sdk(args)
     print()
     bench_sdk(args)
+    if args.breakdown:
+        bench_breakdown(args)
     return 0
 
 
