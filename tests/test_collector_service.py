@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -404,3 +405,101 @@ class TestConfig:
     def test_endpoints(self, endpoint: str, expected: tuple[str, int]) -> None:
         """HOST:PORT parses; an empty host means loopback, never all interfaces."""
         assert split_endpoint(endpoint) == expected
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl, from Debian's package)."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+class TestTls:
+    def test_both_receivers_serve_tls(
+        self,
+        store: ConversationStore,
+        store_url: str,
+        tmp_path: Path,
+        certificate: tuple[Path, Path],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """With a certificate, the official exporters reach both receivers over TLS only."""
+        import grpc
+
+        # requests lets these override the exporter's own CA file (psf/requests#3829).
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpExporter,
+        )
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        from opentelemetry.instrumentation.conversation import ConversationTracker
+
+        cert, key = certificate
+        config = CollectorConfig(
+            store=store_url,
+            grpc_endpoint="127.0.0.1:0",
+            http_endpoint="127.0.0.1:0",
+            metrics_endpoint="127.0.0.1:0",
+            spool_dir=str(tmp_path / "spool"),
+            tls_cert_file=str(cert),
+            tls_key_file=str(key),
+        )
+        running = start_collector(config, store=store)
+        try:
+            memory = InMemorySpanExporter()
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(memory))
+            tracker = ConversationTracker(provider, user_id_key=b"k")
+            tracker.record("over-grpc", "u", "started")
+            tracker.record("over-http", "u", "started")
+            grpc_spans, http_spans = memory.get_finished_spans()
+            grpc_exporter = GrpcExporter(
+                endpoint=f"127.0.0.1:{running.ports['grpc']}",
+                credentials=grpc.ssl_channel_credentials(cert.read_bytes()),
+            )
+            http_exporter = HttpExporter(
+                endpoint=f"https://127.0.0.1:{running.ports['http']}/v1/traces",
+                certificate_file=str(cert),
+            )
+            assert grpc_exporter.export([grpc_spans]) is SpanExportResult.SUCCESS
+            assert http_exporter.export([http_spans]) is SpanExportResult.SUCCESS
+            grpc_exporter.shutdown()
+            http_exporter.shutdown()
+            with pytest.raises(ConnectionError):
+                _post(running.ports["http"], _trace_request("plain", 1))  # no TLS: refused
+        finally:
+            running.stop()
+        assert len(store.conversation("over-grpc").events) == 1
+        assert len(store.conversation("over-http").events) == 1
+        assert store.conversation("plain").events == []
