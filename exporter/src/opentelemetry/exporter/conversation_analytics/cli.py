@@ -98,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve /metrics here while the demo runs (0: any free port; -1: off)",
     )
     demo.add_argument(
+        "--otlp-endpoint",
+        default=None,
+        metavar="URL",
+        help="live mode: send OTLP/gRPC here (an OpenTelemetry Collector or the collector "
+        "service) at --rate conversations/s until stopped, instead of the batch into the store",
+    )
+    demo.add_argument("--rate", type=float, default=2.0, help="live mode: conversations/s")
+    demo.add_argument(
         "--serve",
         type=float,
         default=0.0,
@@ -169,8 +177,36 @@ def _report(args: argparse.Namespace, store: Any) -> None:
         print(render_report(report))
 
 
+def _cmd_demo_live(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from opentelemetry.exporter.conversation_analytics.demo import run_live
+
+    try:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    except ImportError as exc:
+        raise StoreError(
+            "live mode needs opentelemetry-exporter-otlp-proto-grpc "
+            "(pip install 'opentelemetry-exporter-conversation-analytics[demo]')"
+        ) from exc
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    insecure = not args.otlp_endpoint.startswith("https://")
+    exporter = OTLPSpanExporter(endpoint=args.otlp_endpoint, insecure=insecure)
+    print(f"live demo: {args.rate:g} conversations/s to {args.otlp_endpoint}", file=sys.stderr)
+    simulated = run_live(exporter, rate=args.rate, stop=stop, seed=args.seed)
+    exporter.shutdown()
+    print(f"live demo stopped after {simulated} conversations", file=sys.stderr)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from opentelemetry.exporter.conversation_analytics.demo import run_demo
+
+    if args.otlp_endpoint:
+        return _cmd_demo_live(args)
     from opentelemetry.exporter.conversation_analytics.exporter import (
         ConversationAnalyticsExporter,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,6 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import use_span
 
-from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
 from opentelemetry.instrumentation.conversation import semconv
 from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
 from opentelemetry.instrumentation.conversation.tracker import ConversationTracker
@@ -71,6 +71,7 @@ def _simulate(
     trackers: dict[tuple[str, str], ConversationTracker],
     provider: TracerProvider,
     start: datetime,
+    silent_abandon: float = 0.0,
 ) -> None:
     """One conversation: turns with tools and replies, then completion, handoff or abandonment."""
     agent = rng.choice(FLEET)
@@ -136,7 +137,8 @@ def _simulate(
             elif outcome < agent.resolve + better + agent.handoff + agent.leave - better / 2:
                 if rng.random() < 0.3:
                     record(Event.FEEDBACK_RECEIVED, rating="negative")
-                record(Event.ABANDONED, abandoned_at_turn=turn)
+                if rng.random() >= silent_abandon:
+                    record(Event.ABANDONED, abandoned_at_turn=turn)
             elif turn < 12:
                 span.end(end_time=nanos(clock))
                 continue
@@ -162,19 +164,9 @@ class _Borrowed(SpanExporter):
         """The exporter belongs to the caller."""
 
 
-def run_demo(
-    exporter: ConversationAnalyticsExporter,
-    *,
-    conversations: int = 2000,
-    days: int = 6,
-    seed: int | None = None,
-    now: datetime | None = None,
-    progress: TextIO | None = sys.stderr,
-    on_progress: Callable[[int], None] | None = None,
-) -> None:
-    """Simulate ``conversations`` spread over the last ``days`` and export them."""
-    rng = random.Random(seed)
-    now = now or datetime.now(timezone.utc)
+def _fleet(
+    exporter: SpanExporter,
+) -> tuple[TracerProvider, dict[tuple[str, str], ConversationTracker]]:
     provider = TracerProvider(resource=Resource.create({"service.name": "demo-agent-fleet"}))
     provider.add_span_processor(
         BatchSpanProcessor(_Borrowed(exporter), max_queue_size=65_536, max_export_batch_size=4096)
@@ -190,6 +182,23 @@ def run_demo(
         for agent in FLEET
         for prompt in PROMPT_VERSIONS
     }
+    return provider, trackers
+
+
+def run_demo(
+    exporter: SpanExporter,
+    *,
+    conversations: int = 2000,
+    days: int = 6,
+    seed: int | None = None,
+    now: datetime | None = None,
+    progress: TextIO | None = sys.stderr,
+    on_progress: Callable[[int], None] | None = None,
+) -> None:
+    """Simulate ``conversations`` spread over the last ``days`` and export them."""
+    rng = random.Random(seed)
+    now = now or datetime.now(timezone.utc)
+    provider, trackers = _fleet(exporter)
     step = max(1, conversations // 20)
     try:
         for index in range(conversations):
@@ -211,3 +220,34 @@ def run_demo(
         provider.force_flush()
     finally:
         provider.shutdown()
+
+
+def run_live(
+    exporter: SpanExporter,
+    *,
+    rate: float = 2.0,
+    stop: threading.Event | None = None,
+    seed: int | None = None,
+) -> int:
+    """Simulate conversations as they happen, ``rate`` per second, until ``stop`` is set.
+
+    Each conversation's events are stamped over the last minutes; a third of the users who
+    give up leave silently (no ``abandoned`` event), for the collector's inference to find.
+    Returns how many conversations were simulated.
+    """
+    if rate <= 0:
+        raise ValueError("rate must be positive")
+    rng = random.Random(seed)
+    stop = stop or threading.Event()
+    provider, trackers = _fleet(exporter)
+    simulated = 0
+    try:
+        while not stop.is_set():
+            start = datetime.now(timezone.utc) - timedelta(seconds=rng.uniform(60, 300))
+            _simulate(rng, trackers, provider, start, silent_abandon=1 / 3)
+            simulated += 1
+            stop.wait(rng.expovariate(rate))
+        provider.force_flush()
+    finally:
+        provider.shutdown()
+    return simulated
