@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
 from opentelemetry.exporter.conversation_analytics.collector.config import CollectorConfig
 from opentelemetry.exporter.conversation_analytics.collector.run import start_collector
 from opentelemetry.exporter.conversation_analytics.demo import run_live
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
 
 def test_live_fleet_reaches_the_collector(
