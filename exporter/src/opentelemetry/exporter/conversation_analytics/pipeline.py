@@ -43,6 +43,7 @@ DEFAULT_DEDUPE_WINDOW: Final = 200_000
 DEFAULT_STATE_LIMIT: Final = 100_000
 DROP_BUFFER_FULL: Final = "buffer_full"
 DROP_SHUTDOWN: Final = "shutdown"
+DROP_STORE_REJECTED: Final = "store_rejected"
 
 StoreProvider = Callable[[], ConversationStore]
 
@@ -250,33 +251,64 @@ class ConversationPipeline:
         return True
 
     def _write(self, batch: Sequence[EventRow]) -> bool:
+        """Write with retries; False only while the store is unreachable.
+
+        When the store answers but refuses the batch, the batch itself is bad: it is split to
+        find the rows the store will not take, which are dropped and counted
+        (``reason="store_rejected"``) so that one bad row never holds back the rest.
+        """
         if not batch:
             return True
         if time.monotonic() < self._down_until:
             return False
         delay = self.backoff_seconds
         for attempt in range(1, self.max_attempts + 1):
-            started = time.perf_counter()
-            try:
-                self.store.insert(batch)
-            except Exception as exc:
-                self.metrics.write_errors.inc()
-                _logger.warning(
-                    "store write of %d events failed (attempt %d/%d): %s",
-                    len(batch),
-                    attempt,
-                    self.max_attempts,
-                    exc,
-                )
-                if attempt < self.max_attempts:
-                    self._sleep(min(self.max_backoff_seconds, delay) * random.uniform(0.5, 1.0))  # noqa: S311
-                    delay *= 2
-                continue
-            self.metrics.batch_write_seconds.observe(time.perf_counter() - started)
-            self.metrics.events_written.inc(len(batch))
+            error = self._attempt(batch)
+            if error is None:
+                return True
+            _logger.warning(
+                "store write of %d events failed (attempt %d/%d): %s",
+                len(batch),
+                attempt,
+                self.max_attempts,
+                error,
+            )
+            if attempt < self.max_attempts:
+                self._sleep(min(self.max_backoff_seconds, delay) * random.uniform(0.5, 1.0))  # noqa: S311
+                delay *= 2
+        if self._store_answers():
+            self._isolate(batch)
             return True
         self._down_until = time.monotonic() + self.cooldown_seconds
         return False
+
+    def _attempt(self, batch: Sequence[EventRow]) -> Exception | None:
+        started = time.perf_counter()
+        try:
+            self.store.insert(batch)
+        except Exception as exc:
+            self.metrics.write_errors.inc()
+            return exc
+        self.metrics.batch_write_seconds.observe(time.perf_counter() - started)
+        self.metrics.events_written.inc(len(batch))
+        return None
+
+    def _store_answers(self) -> bool:
+        try:
+            self.store.ping()
+        except Exception:
+            return False
+        return True
+
+    def _isolate(self, batch: Sequence[EventRow]) -> None:
+        if len(batch) == 1:
+            self.metrics.events_dropped.labels(DROP_STORE_REJECTED).inc()
+            _logger.error("the store refused event %s; dropped", batch[0].event_id[:64])
+            return
+        middle = len(batch) // 2
+        for half in (batch[:middle], batch[middle:]):
+            if self._attempt(half) is not None:
+                self._isolate(half)
 
     def _observe(self, row: EventRow) -> None:
         metrics = self.metrics

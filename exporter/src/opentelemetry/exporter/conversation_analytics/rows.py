@@ -104,7 +104,7 @@ def _text(value: object) -> str:
 
 def _int(value: object) -> int | None:
     """An integer attribute, or ``None`` for a value of the wrong type (counted by the caller)."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or (isinstance(value, str) and type(value) is not str):
         return None
     if isinstance(value, int):
         return value if -(2**31) <= value < 2**31 else None
@@ -137,7 +137,7 @@ def _bool(value: object) -> bool:
 def _required_id(value: object, name: str) -> str:
     if value is None:
         raise RejectedEvent("missing_" + name, f"{name} is missing")
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    if type(value) is not str and type(value) is not int:  # no bool, no structured values
         raise RejectedEvent("invalid_" + name, f"{name} must be a string")
     text = str(value)
     if not text:

@@ -56,6 +56,8 @@ def _read_body(handler: BaseHTTPRequestHandler, cap: int) -> bytes:
         raise ValueError(f"bad {encoding} body: {exc}") from None
     if len(data) > cap or inflater.unconsumed_tail:
         raise TooLarge  # a decompression bomb stops at the cap, not at memory's end
+    if not inflater.eof:
+        raise ValueError(f"truncated {encoding} body")
     return data
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -53,6 +54,10 @@ class Extracted:
 _SCALARS: Final = frozenset({"string_value", "int_value", "double_value", "bool_value"})
 
 
+class StructuredValue(str):
+    """An array, map or bytes attribute kept as JSON text: never valid as an id or a number."""
+
+
 def _any_value(value: AnyValue) -> Any:
     kind = value.WhichOneof("value")
     if kind in _SCALARS:
@@ -60,7 +65,7 @@ def _any_value(value: AnyValue) -> Any:
     if kind is None:
         return None
     # Arrays, maps and bytes are never valid for contract attributes: keep them as JSON text.
-    return json.dumps(json_format.MessageToDict(value), sort_keys=True)[:1024]
+    return StructuredValue(json.dumps(json_format.MessageToDict(value), sort_keys=True)[:1024])
 
 
 def attributes_of(pairs: Iterable[KeyValue]) -> dict[str, Any]:
@@ -131,7 +136,8 @@ def rows_from_traces(request: ExportTraceServiceRequest, store_content: bool = F
                         extracted,
                         name,
                         attributes_of(event.attributes),
-                        event.time_unix_nano,
+                        # 0 means unset in OTLP: fall back to the span's start, then arrival.
+                        event.time_unix_nano or span.start_time_unix_nano or time.time_ns(),
                         service=service,
                         trace_id=trace_id,
                         span_id=span_id,
@@ -156,7 +162,7 @@ def rows_from_logs(request: ExportLogsServiceRequest, store_content: bool = Fals
                     extracted,
                     name,
                     attributes,
-                    record.time_unix_nano or record.observed_time_unix_nano,
+                    record.time_unix_nano or record.observed_time_unix_nano or time.time_ns(),
                     service=service,
                     trace_id=record.trace_id.hex(),
                     span_id=record.span_id.hex(),

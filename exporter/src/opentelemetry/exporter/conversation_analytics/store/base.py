@@ -61,6 +61,10 @@ class ConversationStore(abc.ABC):
         for statement in self.schema.ddl():
             self.execute(statement)
 
+    def ping(self) -> None:
+        """Raise unless the store answers a trivial query."""
+        self.select("SELECT 1 AS ok")
+
     def count_events(self) -> int:
         return int(self.select(self.schema.count_events())[0]["events"])
 

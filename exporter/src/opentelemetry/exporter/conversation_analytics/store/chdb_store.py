@@ -6,6 +6,7 @@ import json
 import os
 import threading
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from opentelemetry.exporter.conversation_analytics.rows import (
@@ -75,9 +76,13 @@ def _param_text(value: Any) -> Any:
     return value.translate(_PARAM_ESCAPES) if isinstance(value, str) else value
 
 
+_EPOCH = datetime(1970, 1, 1)  # naive: the column's time zone (UTC) applies
+
+
 def _micros_text(timestamp_ns: int) -> str:
-    micros = timestamp_ns // 1000
-    return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+    # Full date-time text: a bare number of seconds is ambiguous to ClickHouse's parser
+    # (before 1973 it reads as a date), so it is never used.
+    return (_EPOCH + timedelta(microseconds=timestamp_ns // 1000)).isoformat(" ", "microseconds")
 
 
 def _json_columns(rows: Sequence[EventRow]) -> str:
@@ -117,7 +122,8 @@ class ChdbStore(ConversationStore):
 
     def select(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
         text = self._query(sql, "JSONEachRow", params)
-        return [json.loads(line) for line in text.splitlines() if line]
+        # split("\n"), not splitlines(): values may hold U+2028 and friends, which JSON keeps raw.
+        return [json.loads(line) for line in text.split("\n") if line]
 
     def insert(self, rows: Sequence[EventRow]) -> None:
         if not rows:
