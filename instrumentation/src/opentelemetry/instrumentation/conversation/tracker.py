@@ -6,10 +6,11 @@ into the caller: bad arguments are counted and logged once.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from datetime import datetime, timezone
 from typing import Any, Final
 
@@ -53,6 +54,8 @@ class RecordedEvent:
 
 
 _NOT_RECORDED: Final = RecordedEvent(None, None)
+#: Keyed by the plain value: hashing an Enum member runs Python code, a str does not.
+_EVENT_NAMES: Final = {kind.value: kind.event_name for kind in ConversationEvent}
 
 
 def _timestamp_ns(timestamp: object) -> int:
@@ -87,19 +90,64 @@ def _coerce(name: str, value: object) -> str | bool | int | float:
     return _as_string(value)
 
 
+def _typed(name: str) -> Callable[[object], str | bool | int | float]:
+    if name in semconv.INT_ATTRIBUTES:
+        return _int_value
+    if name in semconv.FLOAT_ATTRIBUTES or name in semconv.BOOL_ATTRIBUTES:
+        return lambda value: _coerce(name, value)
+    return _as_string
+
+
+def _int_value(value: object) -> int:
+    if type(value) is int:
+        return value
+    return int(_coerce(semconv.TURN, value))
+
+
 def _as_string(value: object) -> str:
     text = value if isinstance(value, str) else str(value)
     return text if len(text) <= MAX_STRING_LENGTH else text[:MAX_STRING_LENGTH]
 
 
+#: Article keyword -> (attribute, coercer), resolved once (``record`` is on the agent's hot path).
+_KEYWORDS: Final[dict[str, tuple[str, Callable[[object], str | bool | int | float]]]] = {
+    key: (name, _typed(name)) for key, name in semconv.KEYWORD_ATTRIBUTES.items()
+}
+
+
 def _span_is_full(span: trace.Span) -> bool:
-    """True when the SDK span already holds its event limit, so one more would evict the oldest."""
-    events = getattr(span, "_events", None)
-    limits = getattr(span, "_limits", None)
-    max_events = getattr(limits, "max_events", None)
-    if events is None or not isinstance(max_events, int):
+    """True when the SDK span already holds its event limit, so one more would evict the oldest.
+
+    Reads the SDK span's own bookkeeping; any other span type is never full.
+    """
+    try:
+        events = span._events._dq  # type: ignore[attr-defined]  # the SDK BoundedList's deque
+        full: bool = len(events) >= events.maxlen
+        return full
+    except (AttributeError, TypeError):
         return False
-    return len(events) >= max_events
+
+
+class _EventIds:
+    """Unique event ids, cheaply: a random 64-bit prefix per process and a counter.
+
+    The prefix is drawn again in a forked child, so parent and child never share ids.
+    """
+
+    def __init__(self) -> None:
+        self._reseed()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reseed)
+
+    def _reseed(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_next_event_id: Final = _EventIds()
 
 
 class ConversationTracker:
@@ -191,35 +239,51 @@ class ConversationTracker:
             span = own_span
         try:
             kind = ConversationEvent.parse(event_type)
-            attributes = self._attributes(kind, conversation_id, user_id, metadata)
-            span.add_event(kind.event_name, attributes, timestamp=time_ns)
+            event_id = _next_event_id()
+            span.add_event(
+                _EVENT_NAMES[kind._value_],
+                self._attributes(kind, event_id, conversation_id, user_id, metadata),
+                timestamp=time_ns,
+            )
         finally:
             if own_span is not None:
                 own_span.end(end_time=time_ns)
-        return RecordedEvent(attributes[semconv.EVENT_ID], kind)  # type: ignore[arg-type]
+        return RecordedEvent(event_id, kind)
 
     def _attributes(
         self,
         kind: ConversationEvent,
+        event_id: str,
         conversation_id: object,
         user_id: object,
         metadata: dict[str, object],
     ) -> dict[str, str | bool | int | float]:
-        if isinstance(conversation_id, bool) or not isinstance(conversation_id, (int, str)):
-            raise TypeError("conversation_id must be a string")
-        conversation_id = str(conversation_id)
+        if type(conversation_id) is not str:
+            if type(conversation_id) is not int:  # no bool, no str subclasses with odd __str__
+                raise TypeError("conversation_id must be a string")
+            conversation_id = str(conversation_id)
         if not conversation_id or len(conversation_id) > semconv.MAX_ID_LENGTH:
             raise ValueError(f"conversation_id must have 1 to {semconv.MAX_ID_LENGTH} characters")
         attributes: dict[str, str | bool | int | float] = {
-            semconv.EVENT_ID: os.urandom(16).hex(),
+            semconv.EVENT_ID: event_id,
             semconv.CONVERSATION_ID: conversation_id,
         }
-        if user_id is not None and user_id != "":
-            attributes[semconv.USER_ID] = self._pseudonymize(_as_string(user_id))
+        if user_id:
+            attributes[semconv.USER_ID] = self._pseudonymize(
+                user_id if type(user_id) is str else _as_string(user_id)
+            )
         if self._common:
             attributes.update(self._common)
         for key, value in metadata.items():
             if value is None:
+                continue
+            known = _KEYWORDS.get(key)
+            if known is not None:  # the article's keywords: one lookup, typed directly
+                name, coerce = known
+                try:
+                    attributes[name] = coerce(value)
+                except (TypeError, ValueError) as exc:
+                    self._reject(exc)
                 continue
             name = semconv.metadata_attribute(kind, key)
             if name == semconv.MESSAGE_CONTENT:
