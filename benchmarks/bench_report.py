@@ -411,12 +411,11 @@ def settle(store: ConversationStore, limit: float) -> float:
 
 
 def breakdown(store: ConversationStore, now: datetime, repeats: int) -> str:
-    """Median latency of each of the report's three queries, run alone."""
+    """Median latency of each of the report's queries, run alone."""
     params = store.window_params(DAYS, now)
     queries = [
-        ("summary", store.schema.summary(by_agent=False)),
+        ("summary (overall + per agent)", store.schema.summary()),
         ("drop_off", store.schema.drop_off()),
-        ("summary by agent", store.schema.summary(by_agent=True)),
     ]
     candidates = [(name, lambda sql=sql: store.select(sql, params)) for name, sql in queries]
     timings = _util.interleaved(candidates, repeats, pause_gc=False)

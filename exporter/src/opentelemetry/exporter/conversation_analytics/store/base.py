@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -24,6 +25,16 @@ Params = Mapping[str, Any]
 
 class StoreError(RuntimeError):
     """The store could not complete an operation (unreachable, rejected a write, ...)."""
+
+
+def insert_token(rows: Sequence[EventRow]) -> str:
+    """Insert deduplication token: the same batch again (a retry, a replayed spool segment, a
+    client resending) is recognised by ClickHouse and stored, and rolled up, once."""
+    digest = hashlib.blake2b(digest_size=16)
+    for row in rows:
+        digest.update(row.event_id.encode("utf-8", "replace"))
+        digest.update(b"\x1f")
+    return digest.hexdigest()
 
 
 def format_time(moment: datetime) -> str:
@@ -91,7 +102,8 @@ class ConversationStore(abc.ABC):
     ) -> Report:
         """Section 4 over the last ``days`` (optionally one agent), with a per-agent breakdown."""
         params = self.window_params(days, now, agent)
-        totals = self.select(self.schema.summary(by_agent=False), params)
+        rows = self.select(self.schema.summary(), params)
+        totals = [row for row in rows if _truthy(row["is_total"])]
         overall = summarize(totals[0]) if totals else summarize(_EMPTY_SUMMARY)
         drop_off = [
             DropOff(turn=None if r["turn"] is None else int(r["turn"]), count=int(r["count"]))
@@ -99,7 +111,8 @@ class ConversationStore(abc.ABC):
         ]
         agents = [
             AgentReport(agent=str(row["agent"]), **summarize(row))
-            for row in self.select(self.schema.summary(by_agent=True), params)
+            for row in rows
+            if not _truthy(row["is_total"])
         ]
         return Report(drop_off=drop_off, days=days, agents=agents, **overall)
 
@@ -108,6 +121,11 @@ class ConversationStore(abc.ABC):
         rows = self.select(self.schema.conversation_events(), {"cid": conversation_id})
         events = [_normalize_event(row) for row in rows]
         return ConversationDetail(conversation_id, satisfaction(events), events)
+
+
+def _truthy(value: Any) -> bool:
+    """A boolean column from either engine (JSON true/1/"1", or a native bool/int)."""
+    return value in (True, 1, "1", "true")
 
 
 _EMPTY_SUMMARY: Mapping[str, Any] = {

@@ -18,6 +18,7 @@ from opentelemetry.exporter.conversation_analytics.store.base import (
     ConversationStore,
     Params,
     StoreError,
+    insert_token,
 )
 from opentelemetry.exporter.conversation_analytics.store.sql import EVENT_COLUMN_NAMES, Schema
 
@@ -102,7 +103,9 @@ class ChdbStore(ConversationStore):
         self._session = _acquire(self.path)
         self._closed = False
         self._insert_sql = (
-            f"INSERT INTO {self.schema.events} ({', '.join(EVENT_COLUMN_NAMES)}) "
+            f"INSERT INTO {self.schema.events} ({', '.join(EVENT_COLUMN_NAMES)}) SETTINGS "
+            "insert_deduplication_token = '{token}', "
+            "deduplicate_blocks_in_dependent_materialized_views = 1 "
             "FORMAT JSONCompactColumns\n"
         )
 
@@ -129,7 +132,9 @@ class ChdbStore(ConversationStore):
         if not rows:
             return
         # Values travel as the data of a FORMAT clause, never as SQL text.
-        self._query(self._insert_sql + _json_columns(rows), "CSV")
+        # The token is a hex digest of the rows' event ids: a retried batch is stored once.
+        sql = self._insert_sql.format(token=insert_token(rows))
+        self._query(sql + _json_columns(rows), "CSV")
 
     def close(self) -> None:
         if not self._closed:

@@ -12,6 +12,7 @@ from opentelemetry.exporter.conversation_analytics.store.base import (
     ConversationStore,
     Params,
     StoreError,
+    insert_token,
 )
 from opentelemetry.exporter.conversation_analytics.store.sql import EVENT_COLUMN_NAMES, Schema
 
@@ -79,6 +80,10 @@ class ClickHouseStore(ConversationStore):
                     [_row_values(row) for row in rows],
                     column_names=list(EVENT_COLUMN_NAMES),
                     database=table[0],
+                    settings={
+                        "insert_deduplication_token": insert_token(rows),
+                        "deduplicate_blocks_in_dependent_materialized_views": 1,
+                    },
                 )
             except Exception as exc:
                 raise StoreError(str(exc)) from exc

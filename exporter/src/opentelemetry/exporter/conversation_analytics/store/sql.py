@@ -63,12 +63,18 @@ _E = ConversationEvent
 
 @dataclass(frozen=True)
 class RollupColumn:
-    """A per-conversation aggregate: stored type, state taken from raw events, and merge."""
+    """A per-conversation aggregate: stored type, its value from a block of raw events (``state``;
+    ``raw`` where reading raw events that may hold not-yet-merged duplicates), and its merge."""
 
     name: str
     type: str
     state: str
     merge: str
+    raw: str = ""
+
+    @property
+    def from_raw(self) -> str:
+        return self.raw or self.state
 
 
 def _simple(name: str, func: str, value_type: str, state: str) -> RollupColumn:
@@ -76,13 +82,15 @@ def _simple(name: str, func: str, value_type: str, state: str) -> RollupColumn:
     return RollupColumn(name, stored, state, f"{func}({name})")
 
 
-def _distinct_events(name: str, condition: str) -> RollupColumn:
-    """Count of distinct event ids matching ``condition``: re-exported events never count twice."""
+def _count(name: str, condition: str) -> RollupColumn:
+    """Events matching ``condition``: summed in the rollup (each inserted block counts once,
+    thanks to insert deduplication), counted by distinct event id when read from raw events."""
     return RollupColumn(
         name,
-        "AggregateFunction(uniqExactIf, String, UInt8)",
-        f"uniqExactIfState(event_id, toUInt8({condition}))",
-        f"uniqExactIfMerge({name})",
+        "SimpleAggregateFunction(sum, UInt64)",
+        f"countIf({condition})",
+        f"sum({name})",
+        f"uniqExactIf(event_id, {condition})",
     )
 
 
@@ -122,27 +130,21 @@ ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
     _simple("response_model", "max", "String", "max(toString(response_model))"),
     _simple("prompt_version", "max", "String", "max(toString(prompt_version))"),
     _simple("agent_version", "max", "String", "max(toString(agent_version))"),
-    _distinct_events("user_messages", _is(_E.USER_MESSAGE)),
-    _distinct_events("rephrases", f"{_is(_E.USER_MESSAGE)} AND rephrase"),
-    _distinct_events("tool_calls", _is(_E.TOOL_CALLED)),
-    _distinct_events("tool_errors", f"{_is(_E.TOOL_CALLED)} AND error_type != ''"),
-    _distinct_events(
+    _count("user_messages", _is(_E.USER_MESSAGE)),
+    _count("rephrases", f"{_is(_E.USER_MESSAGE)} AND rephrase"),
+    _count("tool_calls", _is(_E.TOOL_CALLED)),
+    _count("tool_errors", f"{_is(_E.TOOL_CALLED)} AND error_type != ''"),
+    _count(
         "positive_feedback",
         f"{_is(_E.FEEDBACK_RECEIVED)} AND feedback_rating = '{RATING_POSITIVE}'",
     ),
-    _distinct_events(
+    _count(
         "negative_feedback",
         f"{_is(_E.FEEDBACK_RECEIVED)} AND feedback_rating = '{RATING_NEGATIVE}'",
     ),
-    RollupColumn(
-        "abandons",
-        f"AggregateFunction(groupUniqArrayIf, "
-        f"Tuple(String, Nullable(Int32), Bool, {TS_TYPE}), UInt8)",
-        "groupUniqArrayIfState((event_id, abandoned_at_turn, abandon_inferred, timestamp), "
-        f"toUInt8({_is(_E.ABANDONED)}))",
-        "groupUniqArrayIfMerge(abandons)",
-    ),
 )
+#: How many recent insert blocks each table remembers, so a retried batch is not stored twice.
+DEDUPLICATION_WINDOW: Final = 10_000
 
 #: An inferred abandonment stands only while the user has not come back: activity after it
 #: revokes it (a new one is inferred if they go idle again).
@@ -151,11 +153,6 @@ _WAS_ABANDONED = (
     "toUInt8(explicit_abandoned = 1 OR (inferred_abandoned_at IS NOT NULL AND "
     + _INFERRED_STANDS.format(at="inferred_abandoned_at")
     + "))"
-)
-_VALID_ABANDONS = (
-    "arrayFilter(a -> (NOT tupleElement(a, 3) OR "
-    + _INFERRED_STANDS.format(at="tupleElement(a, 4)")
-    + "), abandons)"
 )
 
 #: The satisfaction formula of SPEC section 4, over one merged conversation row.
@@ -218,6 +215,10 @@ class Schema:
         path = f"'/clickhouse/tables/{{shard}}/{self.database}/{local}', '{{replica}}'"
         return f"Replicated{engine}({path})"
 
+    def _dedup_setting(self) -> str:
+        prefix = "replicated" if self.cluster else "non_replicated"
+        return f"{prefix}_deduplication_window = {DEDUPLICATION_WINDOW}"
+
     def ddl(self) -> list[str]:
         """Statements that create the schema; each is idempotent (``IF NOT EXISTS``)."""
         on = self._on_cluster()
@@ -241,7 +242,8 @@ class Schema:
 )
 ENGINE = {self._engine("ReplacingMergeTree", "conversation_events")}
 PARTITION BY toDate(timestamp)
-ORDER BY (agent_name, conversation_id, event_id){ttl}""",
+ORDER BY (agent_name, conversation_id, event_id){ttl}
+SETTINGS {self._dedup_setting()}""",
             f"""CREATE TABLE IF NOT EXISTS {rollup_local}{on}
 (
     `bucket` DateTime('UTC'),
@@ -251,7 +253,8 @@ ORDER BY (agent_name, conversation_id, event_id){ttl}""",
 )
 ENGINE = {self._engine("AggregatingMergeTree", "conversation_rollup")}
 PARTITION BY toYYYYMM(bucket)
-ORDER BY (bucket, agent_name, conversation_id){ttl.replace("timestamp", "bucket")}""",
+ORDER BY (bucket, agent_name, conversation_id){ttl.replace("timestamp", "bucket")}
+SETTINGS {self._dedup_setting()}""",
             f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {self._table("conversation_rollup_mv")}{on}
 TO {rollup_local}
 AS SELECT
@@ -274,45 +277,44 @@ GROUP BY bucket, agent_name, conversation_id""",
 
     # ---- queries -----------------------------------------------------------------------------
 
-    def conversations_in_window(self, by_agent: bool) -> str:
-        """One merged row per conversation (per agent and conversation when ``by_agent``).
+    def conversations_in_window(self) -> str:
+        """One merged row per conversation in the window, with its agent.
 
-        Full hours come from the rollup; the partial hour at the window's start is aggregated from
-        raw events with the same state functions, so the window is exact to the microsecond, as
-        the article's ``timestamp >= NOW() - INTERVAL`` is, without scanning the whole window.
+        Full hours come from the rollup; the partial hour at the window's start is aggregated
+        from raw events (counting distinct event ids), so the window is exact to the microsecond,
+        as the article's ``timestamp >= NOW() - INTERVAL`` is, without scanning the whole window.
+        A conversation's ``agent`` is the agent of its first event in the window.
         Parameters: ``since`` (DateTime64), ``edge`` (the first full hour, DateTime), ``agent``
         (String, '' for all).
         """
         names = ", ".join(f"`{c.name}`" for c in ROLLUP_COLUMNS)
-        states = ",\n        ".join(f"{c.state} AS `{c.name}`" for c in ROLLUP_COLUMNS)
+        states = ",\n        ".join(f"{c.from_raw} AS `{c.name}`" for c in ROLLUP_COLUMNS)
         merges = ",\n    ".join(f"{c.merge} AS `{c.name}`" for c in ROLLUP_COLUMNS)
-        keys = "agent_name, conversation_id" if by_agent else "conversation_id"
-        agent_filter = "({agent:String} = '' OR agent_name = {agent:String})"
-        return f"""SELECT *,
-    {_WAS_ABANDONED} AS was_abandoned,
-    {_VALID_ABANDONS} AS valid_abandons
+        return f"""SELECT *, {_WAS_ABANDONED} AS was_abandoned
 FROM (
-SELECT {keys},
+SELECT conversation_id, argMin(agent_name, agent_since) AS agent,
     {merges}
 FROM (
-    SELECT agent_name, conversation_id, {names}
+    SELECT agent_name, conversation_id, first_seen AS agent_since, {names}
     FROM {self.rollup}
-    WHERE bucket >= {{edge:DateTime('UTC')}} AND {agent_filter}
+    WHERE bucket >= {{edge:DateTime('UTC')}}
     UNION ALL
-    SELECT agent_name, conversation_id,
+    SELECT agent_name, conversation_id, min(timestamp) AS agent_since,
         {states}
     FROM {self.events}
     WHERE timestamp >= {{since:{TS_TYPE}}} AND timestamp < {{edge:DateTime('UTC')}}
-      AND {agent_filter}
     GROUP BY agent_name, conversation_id
 )
-GROUP BY {keys}
-)"""
+GROUP BY conversation_id
+)
+WHERE {{agent:String}} = '' OR agent = {{agent:String}}"""
 
-    def summary(self, by_agent: bool = False) -> str:
-        """Section 4 counts over the window (rates are rounded in Python, exactly as PostgreSQL)."""
-        group = "agent_name" if by_agent else "''"
-        return f"""SELECT {group} AS agent,
+    def summary(self) -> str:
+        """Section 4 counts over the window, overall (``is_total``) and per agent, in one pass.
+
+        Rates are rounded in Python, exactly as PostgreSQL rounds them.
+        """
+        return f"""SELECT agent, grouping(agent) = 1 AS is_total,
     count() AS conversations,
     countIf(was_completed = 1) AS completed,
     countIf(was_abandoned = 1) AS abandoned,
@@ -323,17 +325,35 @@ GROUP BY {keys}
     sumIf(dateDiff('microsecond', started_at, completed_at),
           started_at IS NOT NULL AND completed_at IS NOT NULL) AS duration_us,
     sum({SATISFACTION_EXPR}) AS satisfaction_sum
-FROM ({self.conversations_in_window(by_agent)})
-GROUP BY agent
-ORDER BY conversations DESC, agent"""
+FROM ({self.conversations_in_window()})
+GROUP BY GROUPING SETS ((agent), ())
+ORDER BY is_total DESC, conversations DESC, agent"""
 
     def drop_off(self) -> str:
-        """Abandoned events per ``abandoned_at_turn``, most frequent first, top 10."""
-        return f"""SELECT tupleElement(abandon, 2) AS turn, count() AS count
+        """Abandoned events per ``abandoned_at_turn``, most frequent first, top 10.
+
+        Read from raw ``abandoned`` events (few), each once; an inferred one counts only while
+        no later activity revoked it. Parameters ``since`` and ``agent``.
+        """
+        abandoned = _is(_E.ABANDONED)
+        return f"""SELECT a.abandoned_at_turn AS turn, count() AS count
 FROM (
-    SELECT arrayJoin(valid_abandons) AS abandon
-    FROM ({self.conversations_in_window(False)})
-)
+    SELECT event_id, conversation_id, abandoned_at_turn, abandon_inferred, timestamp
+    FROM {self.events}
+    WHERE {abandoned} AND timestamp >= {{since:{TS_TYPE}}}
+      AND ({{agent:String}} = '' OR agent_name = {{agent:String}})
+    LIMIT 1 BY event_id
+) AS a
+LEFT JOIN (
+    SELECT conversation_id, max(last_activity) AS last_activity
+    FROM {self.rollup}
+    WHERE conversation_id IN (
+        SELECT conversation_id FROM {self.events}
+        WHERE {abandoned} AND {_INFERRED} AND timestamp >= {{since:{TS_TYPE}}}
+    )
+    GROUP BY conversation_id
+) AS l ON a.conversation_id = l.conversation_id
+WHERE NOT a.abandon_inferred OR l.last_activity IS NULL OR a.timestamp >= l.last_activity
 GROUP BY turn
 ORDER BY count DESC, turn ASC
 LIMIT 10"""
@@ -345,10 +365,10 @@ LIMIT 10"""
         leaving). Parameters: those of :meth:`conversations_in_window` plus ``idle_before``
         (DateTime64) and ``limit`` (UInt32).
         """
-        return f"""SELECT agent_name, conversation_id, user_id,
+        return f"""SELECT agent AS agent_name, conversation_id, user_id,
     toUnixTimestamp64Micro(last_activity) AS last_activity_us,
     last_user_turn, user_messages
-FROM ({self.conversations_in_window(True)})
+FROM ({self.conversations_in_window()})
 WHERE last_activity IS NOT NULL AND last_activity < {{idle_before:{TS_TYPE}}}
   AND was_completed = 0 AND was_abandoned = 0 AND had_handoff = 0
 ORDER BY last_activity
