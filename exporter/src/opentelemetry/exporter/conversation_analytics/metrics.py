@@ -157,7 +157,7 @@ class ConversationMetrics:
         )
         self.write_errors = Counter(WRITE_ERRORS, "Failed batch writes to the store", registry=r)
         self.queue_depth = Gauge(
-            QUEUE_DEPTH, "Events waiting to be written (retry buffer)", registry=r
+            QUEUE_DEPTH, "Events accepted but not yet written (memory buffer and spool)", registry=r
         )
         self.batch_write_seconds = Histogram(
             BATCH_WRITE_SECONDS,

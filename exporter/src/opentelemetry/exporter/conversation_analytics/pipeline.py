@@ -150,7 +150,8 @@ class ConversationPipeline:
     def submit(self, rows: Iterable[EventRow], source: str) -> Outcome:
         """Accept rows (each event id once) and write them, or keep them waiting."""
         with self._lock:
-            fresh = self._fresh(rows, source)
+            batch = list(rows)
+            fresh = self._fresh(batch)
             if self._flush_memory() and self._write(fresh):
                 outcome = Outcome.WRITTEN
             elif self.spool is not None:
@@ -158,11 +159,14 @@ class ConversationPipeline:
                     outcome = Outcome.BUFFERED
                 else:
                     self.metrics.events_rejected.inc(len(fresh))
-                    return Outcome.REJECTED  # not seen, not observed: the retry will count
+                    return Outcome.REJECTED  # not received, seen or observed: the retry counts
             else:
                 self._pending.extend(fresh)
                 self._trim_memory_buffer()
                 outcome = Outcome.BUFFERED
+            self.metrics.events_received.labels(source).inc(len(batch))
+            if len(batch) > len(fresh):
+                self.metrics.events_duplicate.inc(len(batch) - len(fresh))
             self._accept(fresh)
             self.metrics.queue_depth.set(self.waiting)
             return outcome
@@ -204,18 +208,13 @@ class ConversationPipeline:
 
     # ---- internals ------------------------------------------------------------------------------
 
-    def _fresh(self, rows: Iterable[EventRow], source: str) -> list[EventRow]:
+    def _fresh(self, rows: list[EventRow]) -> list[EventRow]:
         """Rows whose event id this process has not accepted yet (in batch order, deduplicated)."""
         fresh: dict[str, EventRow] = {}
         seen = self._seen
-        received = 0
         for row in rows:
-            received += 1
             if row.event_id not in seen:
                 fresh.setdefault(row.event_id, row)
-        self.metrics.events_received.labels(source).inc(received)
-        if received > len(fresh):
-            self.metrics.events_duplicate.inc(received - len(fresh))
         return list(fresh.values())
 
     def _accept(self, fresh: list[EventRow]) -> None:
