@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from opentelemetry.exporter.conversation_analytics.collector.config import (
     CollectorConfig,
@@ -87,9 +88,17 @@ def start_collector(
     return running
 
 
+#: The collector allocates a few short-lived objects per event and keeps no reference cycles:
+#: collect the young generation less often, and never re-scan what start-up left behind.
+GC_THRESHOLDS: Final = (50_000, 20, 100)
+
+
 def serve(config: CollectorConfig, out: TextIO = sys.stderr) -> int:
     """Run until SIGTERM or SIGINT, then drain and exit 0."""
     running = start_collector(config)
+    # Our own process (never an agent's): tune the cyclic GC for throughput.
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.freeze()
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

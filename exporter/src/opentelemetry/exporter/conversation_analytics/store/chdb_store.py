@@ -7,7 +7,7 @@ import os
 import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry.exporter.conversation_analytics.rows import (
     TIMESTAMP_INDEX,
@@ -80,10 +80,16 @@ def _param_text(value: Any) -> Any:
 _EPOCH = datetime(1970, 1, 1)  # naive: the column's time zone (UTC) applies
 
 
+#: From 2001-09-09 on, epoch seconds have ten digits and ClickHouse reads ``S.ffffff`` as a unix
+#: time; shorter numbers it may read as a date, so earlier times travel as date-time text.
+_NUMERIC_FROM_US: Final = 1_000_000_000 * 1_000_000
+
+
 def _micros_text(timestamp_ns: int) -> str:
-    # Full date-time text: a bare number of seconds is ambiguous to ClickHouse's parser
-    # (before 1973 it reads as a date), so it is never used.
-    return (_EPOCH + timedelta(microseconds=timestamp_ns // 1000)).isoformat(" ", "microseconds")
+    micros = timestamp_ns // 1000
+    if micros >= _NUMERIC_FROM_US:
+        return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"  # the fast, common case
+    return (_EPOCH + timedelta(microseconds=micros)).isoformat(" ", "microseconds")
 
 
 def _json_columns(rows: Sequence[EventRow]) -> str:
