@@ -11,7 +11,7 @@ import hashlib
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Final
 
 from opentelemetry.instrumentation.conversation import semconv
@@ -67,7 +67,8 @@ class EventRow:
     service_name: str = ""
     trace_id: str = ""
     span_id: str = ""
-    attributes: dict[str, str] = field(default_factory=dict)
+    #: Caller metadata (``None`` when there is none: one allocation fewer per event).
+    attributes: dict[str, str] | None = None
 
     @property
     def kind(self) -> ConversationEvent:
@@ -77,6 +78,7 @@ class EventRow:
 #: Field names in column order (``timestamp_ns`` is the ``timestamp`` column).
 ROW_FIELDS: Final = tuple(f.name for f in fields(EventRow))
 TIMESTAMP_INDEX: Final = ROW_FIELDS.index("timestamp_ns")
+ATTRIBUTES_INDEX: Final = ROW_FIELDS.index("attributes")
 
 
 _ALL_FIELDS: Final = operator.attrgetter(*ROW_FIELDS)
@@ -218,16 +220,19 @@ def row_from_attributes(
         trace_id=trace_id,
         span_id=span_id,
     )
-    extra = row.attributes
+    extra: dict[str, str] | None = None
     for key, value in attributes.items():
         target = _FIELDS.get(key)
         if target is not None:
             if value is not None and value != "":
                 setattr(row, target[0], target[1](value))
-        elif key in _IDS or len(extra) >= MAX_METADATA_ENTRIES:
+        elif key in _IDS:
             continue
         elif key != semconv.MESSAGE_CONTENT or store_content:
-            extra[_text(key.removeprefix(semconv.METADATA_PREFIX))] = _text(value)
+            if extra is None:
+                extra = row.attributes = {}
+            if len(extra) < MAX_METADATA_ENTRIES:
+                extra[_text(key.removeprefix(semconv.METADATA_PREFIX))] = _text(value)
     if row.rephrase_similarity is not None and semconv.REPHRASE not in attributes:
         row.rephrase = row.rephrase_similarity >= semconv.REPHRASE_THRESHOLD
     return row

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from opentelemetry.exporter.conversation_analytics.rows import (
+    ATTRIBUTES_INDEX,
     TIMESTAMP_INDEX,
     EventRow,
     row_columns,
@@ -92,9 +93,13 @@ def _micros_text(timestamp_ns: int) -> str:
     return (_EPOCH + timedelta(microseconds=micros)).isoformat(" ", "microseconds")
 
 
+_NO_ATTRIBUTES: Final[dict[str, str]] = {}
+
+
 def _json_columns(rows: Sequence[EventRow]) -> str:
     columns: list[Any] = row_columns(rows)
     columns[TIMESTAMP_INDEX] = [_micros_text(ns) for ns in columns[TIMESTAMP_INDEX]]
+    columns[ATTRIBUTES_INDEX] = [value or _NO_ATTRIBUTES for value in columns[ATTRIBUTES_INDEX]]
     return json.dumps(columns, ensure_ascii=False, separators=(",", ":"))
 
 

@@ -7,7 +7,12 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from opentelemetry.exporter.conversation_analytics.rows import TIMESTAMP_INDEX, EventRow, row_values
+from opentelemetry.exporter.conversation_analytics.rows import (
+    ATTRIBUTES_INDEX,
+    TIMESTAMP_INDEX,
+    EventRow,
+    row_values,
+)
 from opentelemetry.exporter.conversation_analytics.store.base import (
     ConversationStore,
     Params,
@@ -22,6 +27,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 def _row_values(row: EventRow) -> list[Any]:
     values = row_values(row)
     values[TIMESTAMP_INDEX] = _EPOCH + timedelta(microseconds=row.timestamp_ns // 1000)
+    values[ATTRIBUTES_INDEX] = row.attributes or {}
     return values
 
 
