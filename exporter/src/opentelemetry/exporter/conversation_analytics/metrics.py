@@ -139,7 +139,10 @@ class ConversationMetrics:
             registry=r,
         )
         self.events_received = Counter(
-            EVENTS_RECEIVED, "Conversation events received", ("source",), registry=r
+            EVENTS_RECEIVED,
+            "Conversation events received and accepted (a refused batch counts on its retry)",
+            ("source",),
+            registry=r,
         )
         self.events_written = Counter(
             EVENTS_WRITTEN, "Conversation events durably written to the store", registry=r
