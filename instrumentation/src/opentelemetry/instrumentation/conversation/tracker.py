@@ -230,24 +230,26 @@ class ConversationTracker:
         metadata: dict[str, object],
     ) -> RecordedEvent:
         time_ns = None if timestamp is None else _timestamp_ns(timestamp)
+        kind = (
+            event_type
+            if type(event_type) is ConversationEvent
+            else ConversationEvent.parse(event_type)
+        )
         span = trace.get_current_span()
-        own_span = None
-        if not span.is_recording() or _span_is_full(span):
-            own_span = self._tracer.start_span(EVENT_SPAN_NAME, start_time=time_ns)
-            if not own_span.is_recording():  # no SDK: a cheap no-op
-                return _NOT_RECORDED
-            span = own_span
-        try:
-            kind = ConversationEvent.parse(event_type)
+        if span.is_recording() and not _span_is_full(span):  # the common case: no own span
             event_id = _next_event_id()
-            span.add_event(
-                _EVENT_NAMES[kind._value_],
-                self._attributes(kind, event_id, conversation_id, user_id, metadata),
-                timestamp=time_ns,
-            )
+            attributes = self._attributes(kind, event_id, conversation_id, user_id, metadata)
+            span.add_event(_EVENT_NAMES[kind._value_], attributes, timestamp=time_ns)
+            return RecordedEvent(event_id, kind)
+        own_span = self._tracer.start_span(EVENT_SPAN_NAME, start_time=time_ns)
+        if not own_span.is_recording():  # no SDK: a cheap no-op
+            return _NOT_RECORDED
+        try:
+            event_id = _next_event_id()
+            attributes = self._attributes(kind, event_id, conversation_id, user_id, metadata)
+            own_span.add_event(_EVENT_NAMES[kind._value_], attributes, timestamp=time_ns)
         finally:
-            if own_span is not None:
-                own_span.end(end_time=time_ns)
+            own_span.end(end_time=time_ns)
         return RecordedEvent(event_id, kind)
 
     def _attributes(
