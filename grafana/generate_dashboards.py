@@ -1164,7 +1164,6 @@ LIMIT 20"""
 
 
 def compare() -> dict[str, Any]:
-    flags = ("max(bucket > $__fromTime - INTERVAL 1 HOUR) AS in_range",)
     weeks = (
         "toUInt8(first_seen >= $__toTime - INTERVAL 7 DAY) AS this_week",
         "toUInt8(first_seen >= $__toTime - INTERVAL 14 DAY "
@@ -1173,27 +1172,49 @@ def compare() -> dict[str, Any]:
     since = "least($__fromTime, $__toTime - INTERVAL 14 DAY)"
 
     def breakdown(expression: str, key: str, name: str) -> dict[str, Any]:
-        select = f"""{expression} AS {key},
-    countIf(in_range = 1) AS conversations,
-    {pct(COMPLETED, "in_range = 1")} AS completion_rate,
-    {pct(ABANDONED, "in_range = 1")} AS abandonment_rate,
-    {pct(HANDOFF, "in_range = 1")} AS handoff_rate,
-    round(avgOrNullIf(user_messages, in_range = 1), 1) AS avg_turns,
-    round(avgOrNullIf({DURATION_S}, in_range = 1 AND {TIMED})) AS avg_duration_seconds,
-    round(avgOrNullIf({SATISFACTION}, in_range = 1), 3) AS avg_satisfaction,
+        # The range's numbers merge only the range's hours (as the report does, a conversation
+        # straddling the range's start counts with its events inside it); week over week reads
+        # the two weeks before the range's end, in a second pass joined on the key.
+        in_range = over_conversations(
+            f"""{expression} AS {key},
+    count() AS conversations,
+    {pct(COMPLETED)} AS completion_rate,
+    {pct(ABANDONED)} AS abandonment_rate,
+    {pct(HANDOFF)} AS handoff_rate,
+    round(avg(user_messages), 1) AS avg_turns,
+    round(avgOrNullIf({DURATION_S}, {TIMED})) AS avg_duration_seconds,
+    round(avg({SATISFACTION}), 3) AS avg_satisfaction""",
+            f"GROUP BY {key}",
+        )
+        by_week = over_conversations(
+            f"""{expression} AS {key},
     {pct(COMPLETED, "this_week = 1")} AS completion_this_week,
-    {pct(COMPLETED, "last_week = 1")} AS completion_last_week,
-    round(completion_this_week - completion_last_week, 1) AS completion_wow_pts,
-    round(100 * (completion_this_week - completion_last_week)
-          / nullIf(completion_last_week, 0), 1) AS completion_wow_pct"""
-        sql = over_conversations(
-            select,
-            f"GROUP BY {key}\nHAVING conversations > 0 OR countIf(this_week = 1) > 0\n"
-            f"ORDER BY conversations DESC, {key}",
+    {pct(COMPLETED, "last_week = 1")} AS completion_last_week""",
+            f"GROUP BY {key}\nHAVING countIf(this_week = 1) > 0",
             since=since,
-            flags=flags,
             derived=weeks,
         )
+        sql = f"""SELECT {key},
+    ifNull(r.conversations, 0) AS conversations,
+    r.completion_rate AS completion_rate,
+    r.abandonment_rate AS abandonment_rate,
+    r.handoff_rate AS handoff_rate,
+    r.avg_turns AS avg_turns,
+    r.avg_duration_seconds AS avg_duration_seconds,
+    r.avg_satisfaction AS avg_satisfaction,
+    w.completion_this_week AS completion_this_week,
+    w.completion_last_week AS completion_last_week,
+    round(completion_this_week - completion_last_week, 1) AS completion_wow_pts,
+    round(100 * (completion_this_week - completion_last_week)
+          / nullIf(completion_last_week, 0), 1) AS completion_wow_pct
+FROM (
+    {indent(in_range)}
+) AS r
+FULL OUTER JOIN (
+    {indent(by_week)}
+) AS w USING ({key})
+ORDER BY conversations DESC, {key}
+SETTINGS join_use_nulls = 1"""
         wow = thresholds((None, "red"), (WOW_ALERT, "text"))
         return table(
             f"By {name}",
