@@ -55,10 +55,6 @@ class Outcome(Enum):
     BUFFERED = "buffered"  # waiting: on disk with a spool (durable), else in memory
     REJECTED = "rejected"  # not accepted (spool full): the sender must retry
 
-    @property
-    def accepted(self) -> bool:
-        return self is not Outcome.REJECTED
-
 
 @dataclass(slots=True)
 class _ConversationState:

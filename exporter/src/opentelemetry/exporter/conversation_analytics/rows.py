@@ -70,10 +70,6 @@ class EventRow:
     #: Caller metadata (``None`` when there is none: one allocation fewer per event).
     attributes: dict[str, str] | None = None
 
-    @property
-    def kind(self) -> ConversationEvent:
-        return ConversationEvent(self.event_type)
-
 
 #: Field names in column order (``timestamp_ns`` is the ``timestamp`` column).
 ROW_FIELDS: Final = tuple(f.name for f in fields(EventRow))
