@@ -185,3 +185,11 @@ ENV_USER_ID_KEY: Final = "CONVERSATION_ANALYTICS_USER_ID_KEY"
 ENV_PSEUDONYMIZE: Final = "CONVERSATION_ANALYTICS_PSEUDONYMIZE_USER_ID"
 ENV_AGENT_NAME: Final = "CONVERSATION_ANALYTICS_AGENT_NAME"
 ENV_CAPTURE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+# Auto-instrumentation: what the span processor stamps on spans started inside a conversation.
+#: On GenAI spans: ``True`` on the span that opens a user turn, ``False`` on spans inside one.
+TURN_ROOT: Final = "conversation.turn.root"
+
+#: W3C baggage key carrying the conversation id across services (configurable).
+DEFAULT_BAGGAGE_KEY: Final = CONVERSATION_ID
+ENV_BAGGAGE_KEY: Final = "CONVERSATION_ANALYTICS_BAGGAGE_KEY"

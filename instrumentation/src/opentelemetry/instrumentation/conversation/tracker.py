@@ -14,8 +14,15 @@ from collections.abc import Callable, Generator
 from datetime import datetime, timezone
 from typing import Any, Final
 
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.conversation import semconv
+from opentelemetry.instrumentation.conversation.context import (
+    ConversationScope,
+    current_conversation,
+)
 from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer, env_flag
 from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
 from opentelemetry.instrumentation.conversation.version import __version__
@@ -195,25 +202,60 @@ class ConversationTracker:
 
     def record(
         self,
-        conversation_id: str,
-        user_id: str | None,
-        event_type: ConversationEvent | str,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        event_type: ConversationEvent | str | None = None,
         *,
         timestamp: datetime | float | None = None,
         **metadata: object,
     ) -> RecordedEvent:
-        """Record one lifecycle event; ``await`` the result in async code if you like."""
+        """Record one lifecycle event; ``await`` the result in async code if you like.
+
+        Inside ``with conversation(...)`` the ids may be left out:
+        ``tracker.record(event_type=ConversationEvent.COMPLETED)``.
+        """
         try:
+            if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
+                return _NOT_RECORDED
+            if conversation_id is None:
+                return self.record_in(current_conversation(), event_type, metadata, user_id)
             return self._record(conversation_id, user_id, event_type, timestamp, metadata)
+        except Exception as exc:  # never raise into the agent
+            self._reject(exc)
+            return _NOT_RECORDED
+
+    def record_in(
+        self,
+        scope: ConversationScope | None,
+        event_type: object,
+        metadata: dict[str, object],
+        user_id: str | None = None,
+    ) -> RecordedEvent:
+        """Record for ``scope``'s conversation: its ids and agent, unless given explicitly."""
+        try:
+            if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
+                return _NOT_RECORDED
+            if scope is None or scope.conversation_id is None:
+                raise ValueError("no conversation_id given and no current conversation")
+            if scope.agent and "agent" not in metadata and "agent_name" not in metadata:
+                metadata["agent"] = scope.agent
+            timestamp = metadata.pop("timestamp", None)
+            return self._record(
+                scope.conversation_id,
+                scope.user_id if user_id is None else user_id,
+                event_type,
+                timestamp,
+                metadata,
+            )
         except Exception as exc:  # never raise into the agent
             self._reject(exc)
             return _NOT_RECORDED
 
     async def arecord(
         self,
-        conversation_id: str,
-        user_id: str | None,
-        event_type: ConversationEvent | str,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        event_type: ConversationEvent | str | None = None,
         *,
         timestamp: datetime | float | None = None,
         **metadata: object,
@@ -230,6 +272,8 @@ class ConversationTracker:
         metadata: dict[str, object],
     ) -> RecordedEvent:
         time_ns = None if timestamp is None else _timestamp_ns(timestamp)
+        if event_type is None:
+            raise TypeError("event_type is required")
         kind = (
             event_type
             if type(event_type) is ConversationEvent
@@ -313,3 +357,34 @@ class ConversationTracker:
                 return
             self._logged.add(kind)
         _logger.warning("conversation tracker rejected input (logged once): %s", exc)
+
+
+class _DefaultTracker:
+    """Holds the tracker behind ``conversation(...).complete()``, made on first use."""
+
+    def __init__(self) -> None:
+        self.tracker: ConversationTracker | None = None
+        self.lock = threading.Lock()
+
+    def get(self) -> ConversationTracker:
+        tracker = self.tracker
+        if tracker is None:
+            with self.lock:
+                if self.tracker is None:
+                    self.tracker = ConversationTracker()
+                tracker = self.tracker
+        return tracker
+
+
+_default: Final = _DefaultTracker()
+
+
+def default_tracker() -> ConversationTracker:
+    """The tracker behind ``conversation(...).complete()`` and friends (global provider)."""
+    return _default.get()
+
+
+def set_default_tracker(tracker: ConversationTracker | None) -> None:
+    """Replace the default tracker (the instrumentor passes its provider and options)."""
+    with _default.lock:
+        _default.tracker = tracker

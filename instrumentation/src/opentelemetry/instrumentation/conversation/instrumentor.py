@@ -1,0 +1,80 @@
+"""``ConversationInstrumentor``: conversation analytics for an agent, with no code changes.
+
+``opentelemetry-instrument python agent.py`` finds it through the ``opentelemetry_instrumentor``
+entry point. It adds a :class:`~.processor.ConversationSpanProcessor` to the SDK tracer provider,
+so every span started inside a conversation (a :func:`~.context.conversation` scope, or baggage
+from the agent's front end) carries its id, and GenAI spans carry turn marks that the exporter and
+the collector turn into conversation events.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Collection
+from typing import Any
+
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.conversation.package import _instruments
+from opentelemetry.instrumentation.conversation.tracker import (
+    ConversationTracker,
+    set_default_tracker,
+)
+
+_logger = logging.getLogger(__name__)
+
+
+class ConversationInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Adds the conversation span processor; ``uninstrument()`` turns it off again.
+
+    Keyword arguments of :meth:`instrument`: ``tracer_provider`` (default: the global one),
+    ``user_id_key``, ``pseudonymize_user_ids`` (as the tracker's), and ``agent_name`` for the
+    default tracker behind ``conversation(...).complete()`` and friends.
+    """
+
+    def __init__(self) -> None:
+        # One processor per provider: the SDK cannot remove a processor, so a second
+        # instrument() re-enables the first instead of stacking another.
+        self._processors: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
+        set_default_tracker(
+            ConversationTracker(
+                provider,
+                agent_name=kwargs.get("agent_name"),
+                user_id_key=kwargs.get("user_id_key"),
+                pseudonymize_user_ids=kwargs.get("pseudonymize_user_ids"),
+            )
+        )
+        add = getattr(provider, "add_span_processor", None)
+        if add is None:
+            _logger.warning(
+                "ConversationInstrumentor: %s is not an SDK TracerProvider, so spans will not "
+                "carry conversation ids; set the SDK provider first or pass tracer_provider=",
+                type(provider).__name__,
+            )
+            return
+        processor = self._processors.get(provider)
+        if processor is None:
+            from opentelemetry.instrumentation.conversation.processor import (
+                ConversationSpanProcessor,
+            )
+
+            processor = ConversationSpanProcessor(
+                user_id_key=kwargs.get("user_id_key"),
+                pseudonymize_user_ids=kwargs.get("pseudonymize_user_ids"),
+            )
+            self._processors[provider] = processor
+            add(processor)
+        processor.enabled = True
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        for processor in list(self._processors.values()):
+            processor.enabled = False
+        set_default_tracker(None)
