@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
 from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store
 from opentelemetry.instrumentation.conversation import ConversationTracker
+from opentelemetry.instrumentation.conversation.instrumentor import ConversationInstrumentor
 
 TEST_USER_ID_KEY = b"test-key"
 
@@ -58,3 +60,29 @@ def provider(exporter: ConversationAnalyticsExporter) -> Iterator[TracerProvider
 @pytest.fixture
 def tracker(provider: TracerProvider) -> ConversationTracker:
     return ConversationTracker(provider, agent_name="test-agent", user_id_key=TEST_USER_ID_KEY)
+
+
+@pytest.fixture
+def instrumentor() -> Iterator[ConversationInstrumentor]:
+    """The (singleton) instrumentor, always uninstrumented afterwards."""
+    inst = ConversationInstrumentor()
+    yield inst
+    if inst.is_instrumented_by_opentelemetry:
+        inst.uninstrument()
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def memory_provider(
+    spans: InMemorySpanExporter, instrumentor: ConversationInstrumentor
+) -> Iterator[TracerProvider]:
+    """An SDK provider with the conversation instrumentation, keeping finished spans in memory."""
+    tp = TracerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(spans))
+    instrumentor.instrument(tracer_provider=tp, user_id_key=TEST_USER_ID_KEY)
+    yield tp
+    tp.shutdown()

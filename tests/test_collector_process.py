@@ -780,10 +780,7 @@ ROOTS: Final = {TRACES: b"resourceSpans", LOGS: b"resourceLogs"}
 @pytest.mark.parametrize("path", [TRACES, LOGS])
 @pytest.mark.parametrize(
     "case",
-    [
-        case
-        for case in MALFORMED_HTTP
-    ],
+    [case for case in MALFORMED_HTTP],
 )
 def test_malformed_http_body_is_400_and_counted(
     shared: CollectorProcess, counted: MetricDelta, case: str, path: str
@@ -852,8 +849,6 @@ def test_event_without_conversation_id_is_a_partial_success(
     assert [e["event_type"] for e in stored(shared, good)["events"]] == ["started"]
     assert counted.value(DROPPED, reason="missing_conversation_id") == 1
     assert counted.value(WRITTEN) == 1
-
-
 
 
 @pytest.mark.parametrize(
@@ -958,7 +953,6 @@ FUZZ_SETTINGS: Final = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 EVENT_NAMES: Final = [*sorted(semconv.EVENT_NAMES), "conversation.bogus", "other.event", ""]
-
 
 
 def texts(min_size: int = 0, max_size: int | None = None) -> st.SearchStrategy[str]:

@@ -336,7 +336,6 @@ def test_ids_differing_only_in_escapes_stay_apart(
 OUT_OF_RANGE_TIMESTAMPS = [-1, -5e12, 1e30, "1899-01-01T00:00:00", "2299-12-31T23:59:59"]
 
 
-
 @pytest.mark.parametrize("timestamp", OUT_OF_RANGE_TIMESTAMPS)
 def test_out_of_range_timestamp_is_a_bad_line(
     store: ConversationStore, pseudonymize: UserIdPseudonymizer, timestamp: object
@@ -351,7 +350,6 @@ def test_out_of_range_timestamp_is_a_bad_line(
         pipe.close()
     assert [number for number, _ in result.errors] == [2]
     assert store.count_events() == 1
-
 
 
 def test_derived_id_ignores_missing_final_newline(

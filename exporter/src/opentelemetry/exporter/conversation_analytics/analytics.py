@@ -144,11 +144,16 @@ def satisfaction_score(
 
 def satisfaction(events: Iterable[Mapping[str, Any]]) -> float:
     """:func:`satisfaction_score` over one conversation's events (``event_type``, rating)."""
+    events = list(events)
     kinds = [(event["event_type"], event.get("feedback_rating")) for event in events]
+    user = ConversationEvent.USER_MESSAGE.value
+    explicit = sum(e["event_type"] == user and not e.get("derived") for e in events)
+    derived = sum(e["event_type"] == user and bool(e.get("derived")) for e in events)
     return satisfaction_score(
         positive=kinds.count((ConversationEvent.FEEDBACK_RECEIVED.value, RATING_POSITIVE)),
         negative=kinds.count((ConversationEvent.FEEDBACK_RECEIVED.value, RATING_NEGATIVE)),
-        user_messages=sum(kind == ConversationEvent.USER_MESSAGE.value for kind, _ in kinds),
+        # Explicit user messages win over ones derived from GenAI spans, as in the store.
+        user_messages=explicit or derived,
         completed=any(kind == ConversationEvent.COMPLETED.value for kind, _ in kinds),
         handoff=any(kind == ConversationEvent.HANDOFF_REQUESTED.value for kind, _ in kinds),
     )

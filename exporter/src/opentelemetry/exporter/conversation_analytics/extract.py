@@ -1,4 +1,5 @@
-"""Conversation events out of finished SDK spans (the collector has its own OTLP decoder)."""
+"""Conversation events out of finished SDK spans (the collector has its own OTLP decoder):
+explicit ``conversation.*`` span events, and events derived from GenAI spans."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import StatusCode
 
+from opentelemetry.exporter.conversation_analytics.derive import derive_rows
 from opentelemetry.exporter.conversation_analytics.rows import (
     EventRow,
     RejectedEvent,
     row_from_attributes,
 )
 from opentelemetry.instrumentation.conversation import semconv
+from opentelemetry.instrumentation.conversation.genai import span_role
 
 
 def _plain(attributes: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -27,12 +31,15 @@ def _plain(attributes: Mapping[str, Any] | None) -> Mapping[str, Any]:
 def rows_from_spans(
     spans: Iterable[ReadableSpan], *, store_content: bool = False
 ) -> tuple[list[EventRow], Counter[str]]:
-    """Rows for every ``conversation.*`` span event, and rejected events counted by reason."""
+    """Rows for every ``conversation.*`` span event and every event a GenAI span implies, and
+    rejected events counted by reason."""
     rows: list[EventRow] = []
     rejected: Counter[str] = Counter()
     for span in spans:
         events = span.events
-        if not events:
+        attributes = _plain(span.attributes)
+        role = span_role(attributes)
+        if not events and role is None:
             continue
         context = span.context
         trace_id = span_id = ""
@@ -41,6 +48,20 @@ def rows_from_spans(
             span_id = format(context.span_id, "016x")
         resource = span.resource
         service = resource.attributes.get(semconv.SERVICE_NAME, "") if resource else ""
+        if role is not None:
+            derive_rows(
+                attributes,
+                name=span.name,
+                start_ns=span.start_time or 0,
+                end_ns=span.end_time or 0,
+                has_parent=span.parent is not None,
+                failed=span.status.status_code is StatusCode.ERROR,
+                rows=rows,
+                rejected=rejected,
+                service=str(service),
+                trace_id=trace_id,
+                span_id=span_id,
+            )
         for event in events:
             kind = semconv.event_type_of(event.name)
             if kind is None:

@@ -65,6 +65,9 @@ class _ConversationState:
     model: str = ""
     prompt_version: str = ""
     user_messages: int = 0
+    #: Events derived from GenAI spans count only while none of their kind came explicitly.
+    derived_user_messages: int = 0
+    explicit_tool_calls: bool = False
     positive: int = 0
     negative: int = 0
     handoff: bool = False
@@ -321,14 +324,24 @@ class ConversationPipeline:
         start_labels = labels[:3]
         kind = row.event_type
         if kind == _STARTED:
+            if row.derived and state.started_ns is not None:
+                return
             state.started_ns = row.timestamp_ns
             child(metrics.started, *start_labels).inc()
         elif kind == _USER_MESSAGE:
-            state.user_messages += 1
+            if row.derived:
+                if state.user_messages:
+                    return
+                state.derived_user_messages += 1
+            else:
+                state.user_messages += 1
             child(metrics.user_messages, *start_labels).inc()
             if row.rephrase:
                 child(metrics.rephrases, *start_labels).inc()
         elif kind == _TOOL_CALLED:
+            if row.derived and state.explicit_tool_calls:
+                return
+            state.explicit_tool_calls |= not row.derived
             outcome = "error" if row.error_type else "ok"
             child(
                 metrics.tool_calls, labels[0], metrics.limit("tool", row.tool_name), outcome
@@ -365,8 +378,9 @@ class ConversationPipeline:
         state.finished = True
         metrics = self.metrics
         child = metrics.child
+        user_messages = state.user_messages or state.derived_user_messages
         turns = row.total_turns if completed else row.abandoned_at_turn
-        child(metrics.turns, *labels).observe(turns if turns is not None else state.user_messages)
+        child(metrics.turns, *labels).observe(turns if turns is not None else user_messages)
         if completed and state.started_ns is not None:
             seconds = (row.timestamp_ns - state.started_ns) / 1e9
             child(metrics.duration, *labels).observe(max(0.0, seconds))
@@ -375,7 +389,7 @@ class ConversationPipeline:
         score = satisfaction_score(
             positive=state.positive,
             negative=state.negative,
-            user_messages=state.user_messages,
+            user_messages=user_messages,
             completed=completed,
             handoff=state.handoff,
         )

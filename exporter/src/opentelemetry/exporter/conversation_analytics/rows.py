@@ -69,6 +69,9 @@ class EventRow:
     span_id: str = ""
     #: Caller metadata (``None`` when there is none: one allocation fewer per event).
     attributes: dict[str, str] | None = None
+    #: Derived from a GenAI span rather than recorded explicitly (explicit events take
+    #: precedence per conversation and kind). Last, so rows spooled before it still load.
+    derived: bool = False
 
 
 #: Field names in column order (``timestamp_ns`` is the ``timestamp`` column).

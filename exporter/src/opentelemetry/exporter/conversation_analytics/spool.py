@@ -36,6 +36,8 @@ class DiskSpool:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._sequence = 0
+        #: The last append did not fit (cleared by the next one that does, or by a drain).
+        self.refused = False
         for leftover in self.directory.glob("*.tmp"):
             leftover.unlink()  # a batch interrupted mid-write was never acknowledged
         self._sizes = {path: path.stat().st_size for path in self._list()}
@@ -65,7 +67,9 @@ class DiskSpool:
         ).encode("utf-8")
         with self._lock:
             if self.bytes + len(data) > self.max_bytes:
+                self.refused = True
                 return False
+            self.refused = False
             self._sequence += 1
             name = f"segment-{time.time_ns():020d}-{os.getpid()}-{self._sequence:06d}"
             final = self.directory / (name + _SUFFIX)
@@ -89,6 +93,7 @@ class DiskSpool:
             segment.unlink(missing_ok=True)
             self._sizes.pop(segment, None)
             self._counts.pop(segment, None)
+            self.refused = False  # room again: let a retry find out
 
 
 def _count_lines(path: Path) -> int:

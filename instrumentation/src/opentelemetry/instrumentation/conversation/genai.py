@@ -61,6 +61,8 @@ _ROLE_ATTRIBUTES: Final = (
     (TRACELOOP_SPAN_KIND, TRACELOOP_ROLES),
     (LLM_REQUEST_TYPE, LLM_REQUEST_TYPE_ROLES),
 )
+#: Attributes that can give a span a role (a cheap pre-check before decoding all attributes).
+ROLE_ATTRIBUTES: Final = frozenset(name for name, _ in _ROLE_ATTRIBUTES)
 
 # Each fact and the attributes that carry it, in order of preference.
 CONVERSATION_ID_ATTRIBUTES: Final = (

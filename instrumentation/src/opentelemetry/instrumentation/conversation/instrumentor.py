@@ -34,10 +34,9 @@ class ConversationInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     default tracker behind ``conversation(...).complete()`` and friends.
     """
 
-    def __init__(self) -> None:
-        # One processor per provider: the SDK cannot remove a processor, so a second
-        # instrument() re-enables the first instead of stacking another.
-        self._processors: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+    #: One processor per provider: the SDK cannot remove a processor, so a second instrument()
+    #: re-enables the first instead of stacking another. (The instrumentor is a singleton.)
+    _processors: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments

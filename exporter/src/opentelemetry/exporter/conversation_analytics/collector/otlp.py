@@ -20,13 +20,16 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from opentelemetry.exporter.conversation_analytics.derive import derive_rows
 from opentelemetry.exporter.conversation_analytics.rows import (
     EventRow,
     RejectedEvent,
     row_from_attributes,
 )
 from opentelemetry.instrumentation.conversation import semconv
+from opentelemetry.instrumentation.conversation.genai import ROLE_ATTRIBUTES
 
 #: The attribute older Logs-API event emitters use for the event name.
 EVENT_NAME_ATTRIBUTE: Final = "event.name"
@@ -118,13 +121,34 @@ def _add(
     return True
 
 
+def _derive(extracted: Extracted, span: Span, service: str) -> bool:
+    """Add the events a GenAI span implies; False when one was rejected."""
+    if not any(pair.key in ROLE_ATTRIBUTES for pair in span.attributes):
+        return True
+    before = sum(extracted.rejected.values())
+    derive_rows(
+        attributes_of(span.attributes),
+        name=span.name,
+        start_ns=span.start_time_unix_nano,
+        end_ns=span.end_time_unix_nano,
+        has_parent=bool(span.parent_span_id),
+        failed=span.status.code == Status.STATUS_CODE_ERROR,
+        rows=extracted.rows,
+        rejected=extracted.rejected,
+        service=service,
+        trace_id=span.trace_id.hex(),
+        span_id=span.span_id.hex(),
+    )
+    return sum(extracted.rejected.values()) == before
+
+
 def rows_from_traces(request: ExportTraceServiceRequest, store_content: bool = False) -> Extracted:
     extracted = Extracted()
     for resource_spans in request.resource_spans:
         service = _service_name(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                ok = True
+                ok = _derive(extracted, span, service)
                 trace_id = span_id = ""
                 for event in span.events:
                     name = event.name

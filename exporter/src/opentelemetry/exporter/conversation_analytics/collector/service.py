@@ -207,7 +207,7 @@ class CollectorService:
         try:
             self.pipeline.store.count_events()
         except Exception as exc:
-            if self.spool.bytes < self.spool.max_bytes * 0.9:
+            if not self.spool.refused and self.spool.bytes < self.spool.max_bytes * 0.9:
                 return True, f"store unavailable ({str(exc)[:100]}); spooling"
             return False, "store unavailable and spool nearly full"
         return True, "ok"

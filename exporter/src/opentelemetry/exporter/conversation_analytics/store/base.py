@@ -148,7 +148,7 @@ def _normalize_event(row: Mapping[str, Any]) -> dict[str, Any]:
     event["timestamp"] = (
         datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=micros)
     ).isoformat()
-    for key in ("abandon_inferred", "rephrase"):
+    for key in ("abandon_inferred", "rephrase", "derived"):
         event[key] = bool(event[key])
     event["attributes"] = dict(event.get("attributes") or {})
     return event

@@ -8,7 +8,7 @@ integer, and the contract's own event-type constants.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from opentelemetry.instrumentation.conversation.semconv import (
@@ -50,6 +50,7 @@ EVENT_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ("trace_id", "String"),
     ("span_id", "String"),
     ("attributes", "Map(String, String)"),
+    ("derived", "Bool"),
 )
 EVENT_COLUMN_NAMES: Final = tuple(name for name, _ in EVENT_COLUMNS)
 
@@ -71,6 +72,9 @@ class RollupColumn:
     state: str
     merge: str
     raw: str = ""
+    #: False for a column read only inside another column's merge (never merged under its
+    #: own name: ClickHouse would resolve the other merge's reference to that alias).
+    merged: bool = True
 
     @property
     def from_raw(self) -> str:
@@ -80,6 +84,16 @@ class RollupColumn:
 def _simple(name: str, func: str, value_type: str, state: str) -> RollupColumn:
     stored = f"SimpleAggregateFunction({func}, {value_type})"
     return RollupColumn(name, stored, state, f"{func}({name})")
+
+
+def _counted_once(name: str, condition: str) -> tuple[RollupColumn, RollupColumn]:
+    """Explicit and derived events counted apart; the merge takes the explicit count when the
+    conversation has any, else the derived one, so an agent that records events explicitly and
+    is also GenAI-instrumented is never counted twice."""
+    explicit = _count(name, f"{condition} AND NOT derived")
+    derived = replace(_count(f"derived_{name}", f"{condition} AND derived"), merged=False)
+    merge = f"if(sum({name}) > 0, sum({name}), sum(derived_{name}))"
+    return replace(explicit, merge=merge), derived
 
 
 def _count(name: str, condition: str) -> RollupColumn:
@@ -130,10 +144,10 @@ ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
     _simple("response_model", "max", "String", "max(toString(response_model))"),
     _simple("prompt_version", "max", "String", "max(toString(prompt_version))"),
     _simple("agent_version", "max", "String", "max(toString(agent_version))"),
-    _count("user_messages", _is(_E.USER_MESSAGE)),
+    *_counted_once("user_messages", _is(_E.USER_MESSAGE)),
     _count("rephrases", f"{_is(_E.USER_MESSAGE)} AND rephrase"),
-    _count("tool_calls", _is(_E.TOOL_CALLED)),
-    _count("tool_errors", f"{_is(_E.TOOL_CALLED)} AND error_type != ''"),
+    *_counted_once("tool_calls", _is(_E.TOOL_CALLED)),
+    *_counted_once("tool_errors", f"{_is(_E.TOOL_CALLED)} AND error_type != ''"),
     _count(
         "positive_feedback",
         f"{_is(_E.FEEDBACK_RECEIVED)} AND feedback_rating = '{RATING_POSITIVE}'",
@@ -289,7 +303,7 @@ GROUP BY bucket, agent_name, conversation_id""",
         """
         names = ", ".join(f"`{c.name}`" for c in ROLLUP_COLUMNS)
         states = ",\n        ".join(f"{c.from_raw} AS `{c.name}`" for c in ROLLUP_COLUMNS)
-        merges = ",\n    ".join(f"{c.merge} AS `{c.name}`" for c in ROLLUP_COLUMNS)
+        merges = ",\n    ".join(f"{c.merge} AS `{c.name}`" for c in ROLLUP_COLUMNS if c.merged)
         return f"""SELECT *, {_WAS_ABANDONED} AS was_abandoned
 FROM (
 SELECT conversation_id, argMin(agent_name, agent_since) AS agent,
@@ -380,7 +394,7 @@ LIMIT {{limit:UInt32}}"""
     user_id, agent_name, agent_version, prompt_version, request_model, response_model, channel,
     turn, message_length, response_length, tool_name, error_type, handoff_reason,
     feedback_rating, feedback_score, total_turns, abandoned_at_turn, abandon_inferred, rephrase,
-    rephrase_similarity, service_name, trace_id, span_id, attributes
+    rephrase_similarity, service_name, trace_id, span_id, attributes, derived
 FROM {self.events}
 WHERE conversation_id = {{cid:String}}
 ORDER BY timestamp, event_id

@@ -1,0 +1,243 @@
+"""ConversationInstrumentor and its span processor: ids stamped on every span in a conversation,
+turn marks on GenAI spans, clean instrument/uninstrument, and suppression respected."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+import pytest
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from auto_instrumentation import CHAT, EXECUTE_TOOL, INVOKE_AGENT, genai_span
+from conftest import TEST_USER_ID_KEY
+from opentelemetry import baggage
+from opentelemetry import context as otel_context
+from opentelemetry.instrumentation.conversation import conversation, genai, semconv
+from opentelemetry.instrumentation.conversation.instrumentor import ConversationInstrumentor
+from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer
+
+
+def _by_name(spans: InMemorySpanExporter) -> dict[str, ReadableSpan]:
+    return {span.name: span for span in spans.get_finished_spans()}
+
+
+def _turns(spans: InMemorySpanExporter) -> list[tuple[str, object, object]]:
+    """(name, turn, opens a turn) of each GenAI span, in start order."""
+    ordered = sorted(spans.get_finished_spans(), key=lambda span: span.start_time or 0)
+    return [
+        (
+            s.name,
+            (s.attributes or {}).get(semconv.TURN),
+            (s.attributes or {}).get(semconv.TURN_ROOT),
+        )
+        for s in ordered
+        if genai.span_role(s.attributes) is not None
+    ]
+
+
+class TestEntryPoint:
+    def test_registered_for_opentelemetry_instrument(self) -> None:
+        """``opentelemetry-instrument`` finds the instrumentor through its entry point."""
+        [point] = [
+            ep
+            for ep in entry_points(group="opentelemetry_instrumentor")
+            if ep.name == "conversation"
+        ]
+        assert point.load() is ConversationInstrumentor
+
+
+class TestStamping:
+    def test_every_span_inside_gets_the_ids(
+        self, memory_provider: TracerProvider, spans: InMemorySpanExporter
+    ) -> None:
+        """Any span started inside the scope (GenAI or not) carries conversation, pseudonymised
+        user and agent; spans outside carry none."""
+        tracer = memory_provider.get_tracer("app")
+        with (
+            tracer.start_as_current_span("outside"),
+            conversation("c-1", user_id="alice", agent="bot"),
+            tracer.start_as_current_span("db query"),
+        ):
+            pass
+        found = _by_name(spans)
+        inside = found["db query"].attributes or {}
+        assert inside[semconv.CONVERSATION_ID] == "c-1"
+        assert inside[semconv.USER_ID] == UserIdPseudonymizer(TEST_USER_ID_KEY)("alice")
+        assert inside[semconv.AGENT_NAME] == "bot"
+        assert semconv.CONVERSATION_ID not in (found["outside"].attributes or {})
+
+    def test_baggage_alone_is_enough(
+        self, memory_provider: TracerProvider, spans: InMemorySpanExporter
+    ) -> None:
+        """A conversation id arriving in baggage (from a front end) is stamped too."""
+        token = otel_context.attach(baggage.set_baggage(semconv.DEFAULT_BAGGAGE_KEY, "c-bag"))
+        try:
+            with genai_span(memory_provider, CHAT, model="m"):
+                pass
+        finally:
+            otel_context.detach(token)
+        [span] = spans.get_finished_spans()
+        assert (span.attributes or {})[semconv.CONVERSATION_ID] == "c-bag"
+
+    def test_scope_wins_over_an_id_the_instrumentation_made_up(
+        self, memory_provider: TracerProvider, spans: InMemorySpanExporter
+    ) -> None:
+        """Frameworks that invent their own id (Pydantic AI) are overridden by the scope, so
+        explicit events and spans land in one conversation."""
+        with (
+            conversation("c-mine"),
+            genai_span(
+                memory_provider, INVOKE_AGENT, extra={semconv.CONVERSATION_ID: "uuid-made-up"}
+            ),
+        ):
+            pass
+        [span] = spans.get_finished_spans()
+        assert (span.attributes or {})[semconv.CONVERSATION_ID] == "c-mine"
+
+    def test_children_of_a_conversation_span_inherit_it(
+        self, memory_provider: TracerProvider, spans: InMemorySpanExporter
+    ) -> None:
+        """A span whose parent carried a conversation id of its own keeps it for the subtree."""
+        with (
+            genai_span(
+                memory_provider, INVOKE_AGENT, extra={genai.OPENINFERENCE_SESSION_ID: "sess-1"}
+            ),
+            genai_span(memory_provider, CHAT, model="m"),
+        ):
+            pass
+        for span in spans.get_finished_spans():
+            assert (span.attributes or {})[semconv.CONVERSATION_ID] == "sess-1"
+
+    def test_no_conversation_no_change(
+        self, memory_provider: TracerProvider, spans: InMemorySpanExporter
+    ) -> None:
+        """Outside any conversation GenAI spans are left exactly as they were."""
+        with genai_span(memory_provider, CHAT, model="m"):
+            pass
+        [span] = spans.get_finished_spans()
+        assert set(span.attributes or {}) == {semconv.OPERATION_NAME, semconv.REQUEST_MODEL}
+
+
+class TestTurns:
+    def test_agent_invocation_is_one_turn_with_its_model(
+        self, memory_provider: TracerProvider, spans: InMemorySpanExporter
+    ) -> None:
+        """An agent span opens a turn; model and tool spans inside belong to it; the answering
+        model reaches the agent span."""
+        with conversation("c"):
+            for _ in range(2):
+                with genai_span(memory_provider, INVOKE_AGENT):
+                    with genai_span(memory_provider, CHAT, model="m", response_model="m-1"):
+                        pass
+                    with genai_span(memory_provider, EXECUTE_TOOL, tool="lookup"):
+                        pass
+        assert _turns(spans) == [
+            ("invoke_agent", 1, True),
+            ("chat m", 1, False),
+            ("execute_tool lookup", 1, False),
+            ("invoke_agent", 2, True),
+            ("chat m", 2, False),
+            ("execute_tool lookup", 2, False),
+        ]
+        agents = [s for s in spans.get_finished_spans() if s.name == "invoke_agent"]
+        assert all((s.attributes or {})[semconv.RESPONSE_MODEL] == "m-1" for s in agents)
+
+    def test_model_calls_after_tool_requests_continue_the_turn(
+        self, memory_provider: TracerProvider, spans: InMemorySpanExporter
+    ) -> None:
+        """Without agent spans (a bare client), a model call answering tool results continues
+        the turn; one after a final answer opens the next."""
+        with conversation("c"):
+            with genai_span(memory_provider, CHAT, model="m", finish_reasons=("tool_calls",)):
+                pass
+            with genai_span(memory_provider, EXECUTE_TOOL, tool="lookup"):
+                pass
+            with genai_span(memory_provider, CHAT, model="m", finish_reasons=("stop",)):
+                pass
+            with genai_span(memory_provider, CHAT, model="m", finish_reasons=("stop",)):
+                pass
+        assert _turns(spans) == [
+            ("chat m", 1, True),
+            ("execute_tool lookup", 1, False),
+            ("chat m", 1, False),
+            ("chat m", 2, True),
+        ]
+
+    def test_turns_are_counted_per_conversation(
+        self, memory_provider: TracerProvider, spans: InMemorySpanExporter
+    ) -> None:
+        """Interleaved conversations each count their own turns."""
+        for cid in ("a", "b", "a"):
+            with conversation(cid), genai_span(memory_provider, INVOKE_AGENT, extra={"k": cid}):
+                pass
+        marks = [
+            ((s.attributes or {})["k"], (s.attributes or {})[semconv.TURN])
+            for s in spans.get_finished_spans()
+        ]
+        assert marks == [("a", 1), ("b", 1), ("a", 2)]
+
+
+class TestLifecycle:
+    def test_uninstrument_stops_stamping_and_reinstrument_resumes_once(
+        self,
+        spans: InMemorySpanExporter,
+        instrumentor: ConversationInstrumentor,
+    ) -> None:
+        """``uninstrument()`` turns stamping off; instrumenting again adds no second processor."""
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+        tp = TracerProvider()
+        tp.add_span_processor(SimpleSpanProcessor(spans))
+        tracer = tp.get_tracer("t")
+        instrumentor.instrument(tracer_provider=tp)
+        instrumentor.uninstrument()
+        with conversation("c"), tracer.start_as_current_span("off"):
+            pass
+        instrumentor.instrument(tracer_provider=tp)
+        instrumentor.uninstrument()
+        instrumentor.instrument(tracer_provider=tp)
+        with conversation("c"), tracer.start_as_current_span("on"):
+            pass
+        found = _by_name(spans)
+        assert semconv.CONVERSATION_ID not in (found["off"].attributes or {})
+        assert (found["on"].attributes or {})[semconv.CONVERSATION_ID] == "c"
+        processors = tp._active_span_processor._span_processors
+        assert sum(type(p).__name__ == "ConversationSpanProcessor" for p in processors) == 1
+
+    def test_suppressed_spans_are_not_stamped(
+        self, memory_provider: TracerProvider, spans: InMemorySpanExporter
+    ) -> None:
+        """Spans started under ``suppress_instrumentation`` (exporters' own) are left alone."""
+        with conversation("c"), suppress_instrumentation():
+            with memory_provider.get_tracer("t").start_as_current_span("exporter call"):
+                pass
+        [span] = spans.get_finished_spans()
+        assert semconv.CONVERSATION_ID not in (span.attributes or {})
+
+    def test_proxy_provider_is_refused_with_a_warning(
+        self, instrumentor: ConversationInstrumentor, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Without an SDK provider there is nothing to add a processor to: a warning, no error."""
+        from opentelemetry.trace import NoOpTracerProvider
+
+        instrumentor.instrument(tracer_provider=NoOpTracerProvider())
+        assert "not an SDK TracerProvider" in caplog.text
+
+    def test_processor_failure_never_reaches_the_agent(
+        self,
+        memory_provider: TracerProvider,
+        spans: InMemorySpanExporter,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A bug inside the processor is logged once; the agent's span still works."""
+        from opentelemetry.instrumentation.conversation import processor
+
+        def broken(*_args: object) -> None:
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(processor.ConversationSpanProcessor, "_start", broken)
+        with conversation("c"), genai_span(memory_provider, CHAT, model="m"):
+            pass
+        assert len(spans.get_finished_spans()) == 1
