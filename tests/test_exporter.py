@@ -24,18 +24,12 @@ from opentelemetry.instrumentation.conversation import (
     ConversationTracker,
     semconv,
 )
+from samples import metric_value
 
 E = ConversationEvent
 
 
-def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    """Sum of a series' samples whose labels include ``labels`` (0 when absent)."""
-    total = 0.0
-    for metric in registry.collect():
-        for sample in metric.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
+_value = metric_value
 
 
 def _conversation(tracker: ConversationTracker, cid: str, *, abandon: bool = False) -> None:

@@ -210,9 +210,9 @@ class TestLifecycle:
         self, memory_provider: TracerProvider, spans: InMemorySpanExporter
     ) -> None:
         """Spans started under ``suppress_instrumentation`` (exporters' own) are left alone."""
-        with conversation("c"), suppress_instrumentation():
-            with memory_provider.get_tracer("t").start_as_current_span("exporter call"):
-                pass
+        tracer = memory_provider.get_tracer("t")
+        with conversation("c"), suppress_instrumentation(), tracer.start_as_current_span("call"):
+            pass
         [span] = spans.get_finished_spans()
         assert semconv.CONVERSATION_ID not in (span.attributes or {})
 

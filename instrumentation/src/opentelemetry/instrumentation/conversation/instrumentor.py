@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Collection
-from typing import Any
+from typing import Any, ClassVar
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
@@ -36,7 +36,7 @@ class ConversationInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     #: One processor per provider: the SDK cannot remove a processor, so a second instrument()
     #: re-enables the first instead of stacking another. (The instrumentor is a singleton.)
-    _processors: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+    _processors: ClassVar[weakref.WeakKeyDictionary[Any, Any]] = weakref.WeakKeyDictionary()
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -56,6 +57,7 @@ class _Open:
     turn: int
     role: SpanRole | None
     root: Span | None
+    agent: str | None
 
 
 class ConversationSpanProcessor(SpanProcessor):
@@ -109,7 +111,7 @@ class ConversationSpanProcessor(SpanProcessor):
             if type(own) is not str or not own:
                 return
             conversation_id = own
-        self._stamp(span, attributes, conversation_id, scope)
+        agent = self._stamp(span, attributes, conversation_id, scope, parent_open)
         role = genai.span_role(attributes)
         with self._lock:
             turn, root = self._turn_of(span, conversation_id, role, parent_open)
@@ -117,7 +119,7 @@ class ConversationSpanProcessor(SpanProcessor):
                 self._open.pop(next(iter(self._open)))
             context = span.get_span_context()
             if context is not None:
-                self._open[context.span_id] = _Open(conversation_id, turn, role, root)
+                self._open[context.span_id] = _Open(conversation_id, turn, role, root, agent)
         if role is not None and turn:
             span.set_attribute(semconv.TURN, turn)
             span.set_attribute(semconv.TURN_ROOT, root is span)
@@ -125,19 +127,28 @@ class ConversationSpanProcessor(SpanProcessor):
     def _stamp(
         self,
         span: Span,
-        attributes: object,
+        attributes: Mapping[str, object],
         conversation_id: str,
         scope: ConversationScope | None,
-    ) -> None:
+        parent_open: _Open | None,
+    ) -> str | None:
+        """Set the ids; return the agent this span runs under (its subtree inherits it)."""
         # An explicit scope or baggage wins over an id an instrumentation made up on its own, so
         # explicit events (recorded under the scope's id) and spans land in one conversation.
         span.set_attribute(semconv.CONVERSATION_ID, conversation_id)
-        if scope is None:
-            return
-        if scope.user_id:
+        if scope is not None and scope.user_id:
             span.set_attribute(semconv.USER_ID, self._pseudonym(scope.user_id))
-        if scope.agent:
-            span.set_attribute(semconv.AGENT_NAME, scope.agent)
+        agent = scope.agent if scope is not None else None
+        if agent:
+            span.set_attribute(semconv.AGENT_NAME, agent)
+            return agent
+        own = attributes.get(semconv.AGENT_NAME)
+        if isinstance(own, str) and own:
+            return own
+        if parent_open is not None and parent_open.agent:
+            span.set_attribute(semconv.AGENT_NAME, parent_open.agent)
+            return parent_open.agent
+        return None
 
     def _pseudonym(self, user_id: str) -> str:
         found = self._pseudonyms.get(user_id)
