@@ -198,9 +198,9 @@ class TestVariants:
         ids = {semconv.CONVERSATION_ID: "c-fallback"}
         with genai_span(tp, CHAT, model="m", extra=ids):
             pass
-        with tp.get_tracer("app").start_as_current_span("workflow"):
-            with genai_span(tp, CHAT, model="m", extra=ids):
-                pass
+        workflow = tp.get_tracer("app").start_as_current_span("workflow")
+        with workflow, genai_span(tp, CHAT, model="m", extra=ids):
+            pass
         rows, _ = rows_from_spans(spans.get_finished_spans())
         assert [r.event_type for r in rows] == ["user_message", "agent_response"]
 
