@@ -2,13 +2,12 @@
 
 It uses the official client and the GenAI utilities' tool span (what the GenAI semantic
 conventions ask of an agent that runs tools); the only conversation-analytics code is the
-``conversation(...)`` scope and ``complete()``. Run it under auto-instrumentation::
+``conversation(...)`` scope and ``complete()``. Run it under auto-instrumentation (the README's
+"Zero-code" section lists the packages)::
 
-    pip install opentelemetry-distro opentelemetry-instrumentation-openai-v2 \
-        opentelemetry-instrumentation-conversation "opentelemetry-exporter-conversation-analytics[embedded]"
     OTEL_TRACES_EXPORTER=conversation_analytics OTEL_METRICS_EXPORTER=none \
     OTEL_LOGS_EXPORTER=none OPENAI_BASE_URL=... OPENAI_API_KEY=... \
-        opentelemetry-instrument python examples/openai_support_agent.py CONV-ID "hi" "where is my order?"
+        opentelemetry-instrument python examples/openai_support_agent.py CONV-ID "hi" "bye"
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import sys
 from typing import Any
 
 import openai
-from opentelemetry.util.genai.handler import get_telemetry_handler
+from opentelemetry.util.genai.handler import TelemetryHandler, get_telemetry_handler
 
 from opentelemetry.instrumentation.conversation import conversation
 
@@ -44,8 +43,14 @@ def lookup_order(order_id: str) -> str:
     return f"Order {order_id} ships tomorrow."
 
 
-def answer(client: openai.OpenAI, history: list[dict[str, Any]], text: str) -> str:
+def answer(
+    client: openai.OpenAI,
+    history: list[dict[str, Any]],
+    text: str,
+    telemetry: TelemetryHandler | None = None,
+) -> str:
     """One user turn: ask the model, run the tools it asks for, ask again until it answers."""
+    telemetry = telemetry or get_telemetry_handler()
     history.append({"role": "user", "content": text})
     while True:
         reply = client.chat.completions.create(model=MODEL, messages=history, tools=TOOLS)
@@ -54,7 +59,7 @@ def answer(client: openai.OpenAI, history: list[dict[str, Any]], text: str) -> s
         if not message.tool_calls:
             return message.content or ""
         for call in message.tool_calls:
-            with get_telemetry_handler().tool(call.function.name, tool_call_id=call.id):
+            with telemetry.tool(call.function.name, tool_call_id=call.id):
                 result = lookup_order(**json.loads(call.function.arguments))
             history.append({"role": "tool", "tool_call_id": call.id, "content": result})
 

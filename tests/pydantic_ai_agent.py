@@ -20,6 +20,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.instrumented import InstrumentationSettings
 
 AGENT_NAME = "support-bot"
+MODEL_NAME = "local-support-model"
 INSTRUMENTATION_VERSION = 6
 _ORDER_ID = re.compile(r"\b([A-Z]*\d+)\b")
 
@@ -54,7 +55,7 @@ def build_agent(tracer_provider: TracerProvider) -> Agent[None, str]:
         tracer_provider=tracer_provider, version=INSTRUMENTATION_VERSION
     )
     return Agent(
-        FunctionModel(_reply),
+        FunctionModel(_reply, model_name=MODEL_NAME),
         name=AGENT_NAME,
         instructions="You are a helpful support bot.",
         tools=[lookup_order],
@@ -62,13 +63,16 @@ def build_agent(tracer_provider: TracerProvider) -> Agent[None, str]:
     )
 
 
-def run_conversation(tracer_provider: TracerProvider, turns: list[str]) -> list[str]:
-    """Run ``turns`` as one conversation, passing message history between runs."""
+def run_conversation(
+    tracer_provider: TracerProvider, turns: list[str], conversation_id: str | None = None
+) -> list[str]:
+    """Run ``turns`` as one conversation, passing message history between runs
+    (``conversation_id``: Pydantic AI's own, else it makes one up)."""
     agent = build_agent(tracer_provider)
     history: list[ModelMessage] = []
     answers: list[str] = []
     for turn in turns:
-        result = agent.run_sync(turn, message_history=history)
+        result = agent.run_sync(turn, message_history=history, conversation_id=conversation_id)
         history = result.all_messages()
         answers.append(result.output)
     return answers

@@ -16,6 +16,8 @@ import functools
 import inspect
 import logging
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
@@ -199,3 +201,31 @@ def current_conversation(ctx: otel_context.Context | None = None) -> Conversatio
     if conversation_id is None:
         return None
     return ConversationScope(conversation_id)
+
+
+class _AgentsSeen:
+    """The agent each recent conversation's spans ran under (bounded, most recent kept).
+
+    The span processor learns it from GenAI spans (frameworks name their agent), so a
+    ``complete()`` in a scope that names no agent is labelled like the conversation's turns.
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._agents: OrderedDict[str, str] = OrderedDict()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def remember(self, conversation_id: str, agent: str) -> None:
+        with self._lock:
+            if self._agents.get(conversation_id) == agent:
+                return
+            self._agents[conversation_id] = agent
+            self._agents.move_to_end(conversation_id)
+            if len(self._agents) > self._limit:
+                self._agents.popitem(last=False)
+
+    def get(self, conversation_id: str) -> str | None:
+        return self._agents.get(conversation_id)
+
+
+agents_seen: Final = _AgentsSeen()

@@ -28,6 +28,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.conversation import genai, semconv
 from opentelemetry.instrumentation.conversation.context import (
     ConversationScope,
+    agents_seen,
     current_conversation,
 )
 from opentelemetry.instrumentation.conversation.genai import SpanRole
@@ -112,6 +113,8 @@ class ConversationSpanProcessor(SpanProcessor):
                 return
             conversation_id = own
         agent = self._stamp(span, attributes, conversation_id, scope, parent_open)
+        if agent and (scope is None or not scope.agent):
+            agents_seen.remember(conversation_id, agent)
         role = genai.span_role(attributes)
         with self._lock:
             turn, root = self._turn_of(span, conversation_id, role, parent_open)

@@ -21,6 +21,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.conversation import semconv
 from opentelemetry.instrumentation.conversation.context import (
     ConversationScope,
+    agents_seen,
     current_conversation,
 )
 from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer, env_flag
@@ -237,8 +238,12 @@ class ConversationTracker:
                 return _NOT_RECORDED
             if scope is None or scope.conversation_id is None:
                 raise ValueError("no conversation_id given and no current conversation")
-            if scope.agent and "agent" not in metadata and "agent_name" not in metadata:
-                metadata["agent"] = scope.agent
+            if "agent" not in metadata and "agent_name" not in metadata:
+                agent = scope.agent
+                if not agent and semconv.AGENT_NAME not in self._common:
+                    agent = agents_seen.get(scope.conversation_id)  # learned from its spans
+                if agent:
+                    metadata["agent"] = agent
             timestamp = metadata.pop("timestamp", None)
             return self._record(
                 scope.conversation_id,
