@@ -34,7 +34,8 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
     def do_POST(self) -> None:
-        token = context.attach(propagate.extract(dict(self.headers)))
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        token = context.attach(propagate.extract(headers))
         try:
             body = json.loads(
                 self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}"

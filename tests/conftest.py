@@ -86,3 +86,12 @@ def memory_provider(
     instrumentor.instrument(tracer_provider=tp, user_id_key=TEST_USER_ID_KEY)
     yield tp
     tp.shutdown()
+
+
+@pytest.fixture
+def instrumented(
+    provider: TracerProvider, instrumentor: ConversationInstrumentor
+) -> TracerProvider:
+    """The exporter's provider with the conversation instrumentation on, as in an agent."""
+    instrumentor.instrument(tracer_provider=provider, user_id_key=TEST_USER_ID_KEY)
+    return provider

@@ -15,7 +15,6 @@ from opentelemetry.trace import Status, StatusCode
 from prometheus_client import CollectorRegistry
 
 from auto_instrumentation import CHAT, EXECUTE_TOOL, INVOKE_AGENT, genai_span
-from conftest import TEST_USER_ID_KEY
 from opentelemetry.exporter.conversation_analytics import metrics as m
 from opentelemetry.exporter.conversation_analytics.collector.otlp import rows_from_traces
 from opentelemetry.exporter.conversation_analytics.derive import OTHER_ERROR
@@ -33,15 +32,6 @@ from opentelemetry.instrumentation.conversation.instrumentor import Conversation
 from samples import metric_value
 
 E = ConversationEvent
-
-
-@pytest.fixture
-def instrumented(
-    provider: TracerProvider, instrumentor: ConversationInstrumentor
-) -> TracerProvider:
-    """The exporter's provider with the conversation instrumentation on (as in an agent)."""
-    instrumentor.instrument(tracer_provider=provider, user_id_key=TEST_USER_ID_KEY)
-    return provider
 
 
 @pytest.fixture

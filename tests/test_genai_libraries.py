@@ -16,13 +16,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.util.genai.handler import TelemetryHandler
 from prometheus_client import CollectorRegistry
 
-from conftest import TEST_USER_ID_KEY
 from openai_stub import OpenAIStub
 from opentelemetry.exporter.conversation_analytics import metrics as m
 from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore
 from opentelemetry.instrumentation.conversation import conversation
-from opentelemetry.instrumentation.conversation.instrumentor import ConversationInstrumentor
 from pydantic_ai_agent import AGENT_NAME, MODEL_NAME, run_conversation
 from samples import metric_value
 
@@ -37,14 +35,6 @@ def load_example(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture
-def instrumented(
-    provider: TracerProvider, instrumentor: ConversationInstrumentor
-) -> TracerProvider:
-    instrumentor.instrument(tracer_provider=provider, user_id_key=TEST_USER_ID_KEY)
-    return provider
 
 
 @pytest.fixture
