@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from openai_stub import OpenAIStub
 from opentelemetry import propagate
-
 from opentelemetry.exporter.conversation_analytics.store import open_store
 from opentelemetry.instrumentation.conversation import conversation
 

@@ -62,6 +62,7 @@ class RecordedEvent:
 
 
 _NOT_RECORDED: Final = RecordedEvent(None, None)
+_current_context: Final = otel_context.get_current
 #: Keyed by the plain value: hashing an Enum member runs Python code, a str does not.
 _EVENT_NAMES: Final = {kind.value: kind.event_name for kind in ConversationEvent}
 
@@ -216,11 +217,12 @@ class ConversationTracker:
         ``tracker.record(event_type=ConversationEvent.COMPLETED)``.
         """
         try:
-            if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
+            ctx = _current_context()  # once: suppression and the current span both read it
+            if ctx.get(_SUPPRESS_INSTRUMENTATION_KEY):
                 return _NOT_RECORDED
             if conversation_id is None:
-                return self.record_in(current_conversation(), event_type, metadata, user_id)
-            return self._record(conversation_id, user_id, event_type, timestamp, metadata)
+                return self.record_in(current_conversation(ctx), event_type, metadata, user_id)
+            return self._record(conversation_id, user_id, event_type, timestamp, metadata, ctx)
         except Exception as exc:  # never raise into the agent
             self._reject(exc)
             return _NOT_RECORDED
@@ -234,7 +236,8 @@ class ConversationTracker:
     ) -> RecordedEvent:
         """Record for ``scope``'s conversation: its ids and agent, unless given explicitly."""
         try:
-            if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
+            ctx = _current_context()
+            if ctx.get(_SUPPRESS_INSTRUMENTATION_KEY):
                 return _NOT_RECORDED
             if scope is None or scope.conversation_id is None:
                 raise ValueError("no conversation_id given and no current conversation")
@@ -251,6 +254,7 @@ class ConversationTracker:
                 event_type,
                 timestamp,
                 metadata,
+                ctx,
             )
         except Exception as exc:  # never raise into the agent
             self._reject(exc)
@@ -275,6 +279,7 @@ class ConversationTracker:
         event_type: object,
         timestamp: object,
         metadata: dict[str, object],
+        ctx: otel_context.Context,
     ) -> RecordedEvent:
         time_ns = None if timestamp is None else _timestamp_ns(timestamp)
         if event_type is None:
@@ -284,7 +289,7 @@ class ConversationTracker:
             if type(event_type) is ConversationEvent
             else ConversationEvent.parse(event_type)
         )
-        span = trace.get_current_span()
+        span = trace.get_current_span(ctx)
         if span.is_recording() and not _span_is_full(span):  # the common case: no own span
             event_id = _next_event_id()
             attributes = self._attributes(kind, event_id, conversation_id, user_id, metadata)
