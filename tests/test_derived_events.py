@@ -3,10 +3,13 @@ variants, the collector path, idempotence, and no double counting next to explic
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -17,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from auto_instrumentation import CHAT, EXECUTE_TOOL, INVOKE_AGENT, genai_span
 from opentelemetry.exporter.conversation_analytics import metrics as m
 from opentelemetry.exporter.conversation_analytics.collector.otlp import rows_from_traces
-from opentelemetry.exporter.conversation_analytics.derive import OTHER_ERROR
+from opentelemetry.exporter.conversation_analytics.derive import OTHER_ERROR, derive_rows
 from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
 from opentelemetry.exporter.conversation_analytics.extract import rows_from_spans
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore
@@ -322,3 +325,58 @@ class TestNoDoubleCounting:
         assert exporter.force_flush()
         assert store.count_events() == 6
         assert store.report().avg_turns == 2.0
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True),
+    st.text(max_size=40),
+    st.sampled_from(["invoke_agent", "chat", "execute_tool", "AGENT", "LLM", "TOOL", "agent"]),
+    st.lists(st.text(max_size=5), max_size=3).map(tuple),
+)
+_KEYS = st.sampled_from(
+    sorted(
+        {
+            *genai.ROLE_ATTRIBUTES,
+            *genai.CONVERSATION_ID_ATTRIBUTES,
+            *genai.TOOL_NAME_ATTRIBUTES,
+            *genai.REQUEST_MODEL_ATTRIBUTES,
+            semconv.TURN,
+            semconv.TURN_ROOT,
+            semconv.ERROR_TYPE,
+            semconv.USER_ID,
+        }
+    )
+)
+
+
+class TestHostileAttributes:
+    @settings(max_examples=300, deadline=None)
+    @given(
+        attributes=st.dictionaries(_KEYS, _VALUES, max_size=8),
+        has_parent=st.booleans(),
+        failed=st.booleans(),
+    )
+    def test_any_attribute_values_give_rows_or_counted_rejections(
+        self, attributes: dict[str, Any], has_parent: bool, failed: bool
+    ) -> None:
+        """Wrong types and odd values never raise: each derived event is a valid row or a
+        counted rejection."""
+        rows: list[Any] = []
+        rejected: Counter[str] = Counter()
+        derive_rows(
+            attributes,
+            name="span",
+            start_ns=1_700_000_000_000_000_000,
+            end_ns=1_700_000_000_500_000_000,
+            has_parent=has_parent,
+            failed=failed,
+            rows=rows,
+            rejected=rejected,
+        )
+        for row in rows:
+            assert row.derived and row.conversation_id
+            assert row.turn is None or isinstance(row.turn, int)
+        assert len(rows) + sum(rejected.values()) <= 4
