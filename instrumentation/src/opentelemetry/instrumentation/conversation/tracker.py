@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Final
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -289,8 +290,8 @@ class ConversationTracker:
             if type(event_type) is ConversationEvent
             else ConversationEvent.parse(event_type)
         )
-        span = trace.get_current_span(ctx)
-        if span.is_recording() and not _span_is_full(span):  # the common case: no own span
+        span: trace.Span | None = ctx.get(_SPAN_KEY)  # type: ignore[assignment]  # = get_current_span
+        if span is not None and span.is_recording() and not _span_is_full(span):
             event_id = _next_event_id()
             attributes = self._attributes(kind, event_id, conversation_id, user_id, metadata)
             span.add_event(_EVENT_NAMES[kind._value_], attributes, timestamp=time_ns)
