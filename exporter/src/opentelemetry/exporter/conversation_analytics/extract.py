@@ -4,8 +4,7 @@ explicit ``conversation.*`` span events, and events derived from GenAI spans."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
@@ -17,15 +16,7 @@ from opentelemetry.exporter.conversation_analytics.rows import (
     row_from_attributes,
 )
 from opentelemetry.instrumentation.conversation import semconv
-from opentelemetry.instrumentation.conversation.genai import span_role
-
-
-def _plain(attributes: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """The SDK's BoundedAttributes iterate through the Mapping ABC; a C-level copy is faster."""
-    if not attributes:
-        return {}
-    copy = getattr(attributes, "copy", None)
-    return copy() if copy is not None else attributes
+from opentelemetry.instrumentation.conversation.genai import plain_attributes, span_role
 
 
 def rows_from_spans(
@@ -37,7 +28,7 @@ def rows_from_spans(
     rejected: Counter[str] = Counter()
     for span in spans:
         events = span.events
-        attributes = _plain(span.attributes)
+        attributes = plain_attributes(span.attributes)
         role = span_role(attributes)
         if not events and role is None:
             continue
@@ -70,7 +61,7 @@ def rows_from_spans(
                 rows.append(
                     row_from_attributes(
                         kind,
-                        _plain(event.attributes),
+                        plain_attributes(event.attributes),
                         event.timestamp,
                         service_name=str(service),
                         trace_id=trace_id,

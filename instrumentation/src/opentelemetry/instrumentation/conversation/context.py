@@ -192,12 +192,15 @@ def scope_in(ctx: otel_context.Context | None = None) -> ConversationScope | Non
     return scope if isinstance(scope, ConversationScope) else None
 
 
-def current_conversation(ctx: otel_context.Context | None = None) -> ConversationScope | None:
-    """The current conversation: an entered scope, else one rebuilt from incoming baggage."""
+def current_conversation(
+    ctx: otel_context.Context | None = None, key: str | None = None
+) -> ConversationScope | None:
+    """The current conversation: an entered scope, else one rebuilt from incoming baggage
+    (under ``key``, default :func:`baggage_key`)."""
     scope = scope_in(ctx)
     if scope is not None:
         return scope
-    conversation_id = _valid_id(baggage.get_baggage(baggage_key(), ctx))
+    conversation_id = _valid_id(baggage.get_baggage(key or baggage_key(), ctx))
     if conversation_id is None:
         return None
     return ConversationScope(conversation_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import Enum
-from typing import Final
+from typing import Any, Final
 
 from opentelemetry.instrumentation.conversation import semconv
 
@@ -83,6 +83,16 @@ TOOL_NAME_ATTRIBUTES: Final = (semconv.TOOL_NAME, OPENINFERENCE_TOOL_NAME, TRACE
 
 #: Finish reasons meaning "the model asked for tools": the next model call continues the turn.
 TOOL_FINISH_REASONS: Final = frozenset({"tool_calls", "tool_call", "tool_use", "function_call"})
+
+
+def plain_attributes(attributes: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A plain dict of an SDK span's attributes: ``.get`` on the SDK's mapping raises (and
+    catches) a KeyError on every miss, and iterating it goes through the Mapping ABC; its
+    C-level ``copy()`` is cheaper than either."""
+    if not attributes:
+        return {}
+    copy = getattr(attributes, "copy", None)
+    return copy() if copy is not None else attributes
 
 
 def span_role(attributes: Mapping[str, object] | None) -> SpanRole | None:

@@ -29,6 +29,7 @@ from opentelemetry.instrumentation.conversation import genai, semconv
 from opentelemetry.instrumentation.conversation.context import (
     ConversationScope,
     agents_seen,
+    baggage_key,
     current_conversation,
 )
 from opentelemetry.instrumentation.conversation.genai import SpanRole
@@ -71,6 +72,7 @@ class ConversationSpanProcessor(SpanProcessor):
         pseudonymize_user_ids: bool | None = None,
     ) -> None:
         self.enabled = True
+        self._baggage_key = baggage_key()  # read once, as SDK components read their env
         self._pseudonymize = UserIdPseudonymizer(user_id_key, pseudonymize_user_ids)
         self._turns: OrderedDict[str, _Turns] = OrderedDict()
         self._open: dict[int, _Open] = {}
@@ -101,8 +103,8 @@ class ConversationSpanProcessor(SpanProcessor):
     def _start(self, span: Span, parent_context: otel_context.Context | None) -> None:
         parent = span.parent
         parent_open = self._open.get(parent.span_id) if parent is not None else None
-        scope = current_conversation(parent_context)
-        attributes = span.attributes or {}
+        scope = current_conversation(parent_context, self._baggage_key)
+        attributes = genai.plain_attributes(span.attributes)
         if scope is not None and scope.conversation_id is not None:
             conversation_id: str = scope.conversation_id
         elif parent_open is not None:
@@ -112,7 +114,8 @@ class ConversationSpanProcessor(SpanProcessor):
             if type(own) is not str or not own:
                 return
             conversation_id = own
-        agent = self._stamp(span, attributes, conversation_id, scope, parent_open)
+        stamps: dict[str, str | int | bool] = {semconv.CONVERSATION_ID: conversation_id}
+        agent = self._stamp(stamps, attributes, scope, parent_open)
         if agent and (scope is None or not scope.agent):
             agents_seen.remember(conversation_id, agent)
         role = genai.span_role(attributes)
@@ -124,32 +127,35 @@ class ConversationSpanProcessor(SpanProcessor):
             if context is not None:
                 self._open[context.span_id] = _Open(conversation_id, turn, role, root, agent)
         if role is not None and turn:
-            span.set_attribute(semconv.TURN, turn)
-            span.set_attribute(semconv.TURN_ROOT, root is span)
+            stamps[semconv.TURN] = turn
+            stamps[semconv.TURN_ROOT] = root is span
+        span.set_attributes(stamps)  # one call: each takes the span's lock and validates
 
     def _stamp(
         self,
-        span: Span,
+        stamps: dict[str, str | int | bool],
         attributes: Mapping[str, object],
-        conversation_id: str,
         scope: ConversationScope | None,
         parent_open: _Open | None,
     ) -> str | None:
-        """Set the ids; return the agent this span runs under (its subtree inherits it)."""
-        # An explicit scope or baggage wins over an id an instrumentation made up on its own, so
-        # explicit events (recorded under the scope's id) and spans land in one conversation.
-        span.set_attribute(semconv.CONVERSATION_ID, conversation_id)
+        """Add the user and agent to ``stamps``; return the agent this span runs under (its
+        subtree inherits it).
+
+        The conversation id is always stamped: an explicit scope or baggage wins over an id an
+        instrumentation made up on its own, so explicit events (recorded under the scope's id)
+        and spans land in one conversation.
+        """
         if scope is not None and scope.user_id:
-            span.set_attribute(semconv.USER_ID, self._pseudonym(scope.user_id))
+            stamps[semconv.USER_ID] = self._pseudonym(scope.user_id)
         agent = scope.agent if scope is not None else None
         if agent:
-            span.set_attribute(semconv.AGENT_NAME, agent)
+            stamps[semconv.AGENT_NAME] = agent
             return agent
         own = attributes.get(semconv.AGENT_NAME)
         if isinstance(own, str) and own:
             return own
         if parent_open is not None and parent_open.agent:
-            span.set_attribute(semconv.AGENT_NAME, parent_open.agent)
+            stamps[semconv.AGENT_NAME] = parent_open.agent
             return parent_open.agent
         return None
 
@@ -195,19 +201,22 @@ class ConversationSpanProcessor(SpanProcessor):
             entry = self._open.pop(context.span_id, None)
             if entry is None or entry.role is not SpanRole.MODEL:
                 return
-            attributes = span.attributes or {}
+            attributes = genai.plain_attributes(span.attributes)
             asks = genai.asks_for_tools(attributes.get(genai.FINISH_REASONS))
             state = self._turns.get(entry.conversation_id)
             if state is not None:
                 state.awaiting_tools = asks
         root = entry.root
-        if root is not None and root is not span and root.is_recording():
+        if (
+            root is not None
+            and root is not span
+            and root.is_recording()
+            and semconv.RESPONSE_MODEL not in (root.attributes or {})
+        ):
             # The turn's root (an agent span, still open) learns the model that answered.
-            root_attributes = root.attributes or {}
-            if semconv.RESPONSE_MODEL not in root_attributes:
-                model = genai.first_of(attributes, genai.RESPONSE_MODEL_ATTRIBUTES)
-                if isinstance(model, str) and model:
-                    root.set_attribute(semconv.RESPONSE_MODEL, model)
+            model = genai.first_of(attributes, genai.RESPONSE_MODEL_ATTRIBUTES)
+            if isinstance(model, str) and model:
+                root.set_attribute(semconv.RESPONSE_MODEL, model)
 
     def _fail(self, where: str) -> None:
         self._failures += 1
