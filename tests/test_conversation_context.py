@@ -245,3 +245,37 @@ class TestExplicitCalls:
             assert not tracker.record("c-s", None, ConversationEvent.STARTED).recorded
         assert spans.get_finished_spans() == ()
         assert tracker.errors == 0
+
+
+class TestSharedScope:
+    def test_one_scope_object_entered_by_concurrent_tasks(self) -> None:
+        """A module-level scope used by many tasks at once: each task's exit restores its own
+        context."""
+        shared = conversation("c-shared")
+
+        async def task() -> tuple[str | None, str | None]:
+            async with shared:
+                await asyncio.sleep(0)
+                inside = _current_id()
+            await asyncio.sleep(0)
+            return inside, _current_id()
+
+        async def main() -> list[tuple[str | None, str | None]]:
+            return await asyncio.gather(*(task() for _ in range(10)))
+
+        assert asyncio.run(main()) == [("c-shared", None)] * 10
+
+    def test_timestamp_is_kept_inside_a_scope(self, spans: InMemorySpanExporter) -> None:
+        """``timestamp=`` backdates an event recorded with ids from the scope."""
+        from datetime import datetime, timezone
+
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+        tp = TracerProvider()
+        tp.add_span_processor(SimpleSpanProcessor(spans))
+        tracker = ConversationTracker(tp)
+        when = datetime(2020, 1, 2, tzinfo=timezone.utc)
+        with conversation("c-ts"):
+            tracker.record(event_type=ConversationEvent.STARTED, timestamp=when)
+        [span] = spans.get_finished_spans()
+        assert span.events[0].timestamp == int(when.timestamp()) * 1_000_000_000

@@ -18,6 +18,7 @@ from opentelemetry.trace import Status, StatusCode
 from prometheus_client import CollectorRegistry
 
 from auto_instrumentation import CHAT, EXECUTE_TOOL, INVOKE_AGENT, genai_span
+from conftest import TEST_USER_ID_KEY
 from opentelemetry.exporter.conversation_analytics import metrics as m
 from opentelemetry.exporter.conversation_analytics.collector.otlp import rows_from_traces
 from opentelemetry.exporter.conversation_analytics.derive import OTHER_ERROR, derive_rows
@@ -32,6 +33,7 @@ from opentelemetry.instrumentation.conversation import (
     semconv,
 )
 from opentelemetry.instrumentation.conversation.instrumentor import ConversationInstrumentor
+from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer
 from samples import metric_value
 
 E = ConversationEvent
@@ -180,7 +182,8 @@ class TestVariants:
             ("agent_response", "conv-v"),
         ]
         assert rows[0].tool_name == "search"
-        assert rows[1].user_id == rows[2].user_id == "user-9"
+        # Raw from an agent without the processor: pseudonymised at extraction.
+        assert rows[1].user_id == rows[2].user_id == UserIdPseudonymizer()("user-9")
         assert rows[1].agent_name == rows[2].agent_name == "oi-agent"
 
     def test_unmarked_model_calls_are_turns_only_at_a_trace_root(
@@ -381,3 +384,80 @@ class TestHostileAttributes:
             assert row.derived and row.conversation_id
             assert row.turn is None or isinstance(row.turn, int)
         assert len(rows) + sum(rejected.values()) <= 4
+
+
+class TestReviewScenarios:
+    """Cases a review found: explicit events inside GenAI spans, the instrumentor's agent name,
+    tool errors next to explicit tool calls."""
+
+    def test_explicit_events_inside_agent_spans_count_once_in_prometheus(
+        self,
+        instrumented: TracerProvider,
+        tracker: ConversationTracker,
+        exporter: ConversationAnalyticsExporter,
+        registry: CollectorRegistry,
+    ) -> None:
+        """Derived events sort first in a batch (at their span's start); explicit ones recorded
+        inside the same span still win."""
+        with conversation("c-inside"):
+            for turn in range(1, 4):
+                with genai_span(instrumented, INVOKE_AGENT):
+                    if turn == 1:
+                        tracker.record(event_type=E.STARTED)
+                    tracker.record(event_type=E.USER_MESSAGE, turn=turn)
+        assert metric_value(registry, m.STARTED + "_total") == 1
+        assert metric_value(registry, m.USER_MESSAGES + "_total") == 3
+
+    def test_instrumentor_agent_name_labels_derived_and_explicit_alike(
+        self,
+        provider: TracerProvider,
+        instrumentor: ConversationInstrumentor,
+        store: ConversationStore,
+        exporter: ConversationAnalyticsExporter,
+    ) -> None:
+        """``instrument(agent_name=...)`` names spans that name no agent, so a conversation is
+        one rollup row per hour, not one per agent name."""
+        instrumentor.instrument(tracer_provider=provider, agent_name="support-bot")
+        with conversation("c-named") as conv:
+            for _ in range(2):
+                with genai_span(provider, CHAT, model="m"):
+                    pass
+            conv.complete()
+        assert exporter.force_flush()
+        agents = store.select(
+            f"SELECT DISTINCT agent_name FROM {store.schema.rollup} "
+            "WHERE conversation_id = {cid:String}",
+            {"cid": "c-named"},
+        )
+        assert [row["agent_name"] for row in agents] == ["support-bot"]
+
+    def test_tool_errors_follow_the_explicit_tool_calls(
+        self,
+        instrumented: TracerProvider,
+        tracker: ConversationTracker,
+        store: ConversationStore,
+        exporter: ConversationAnalyticsExporter,
+    ) -> None:
+        """An explicit tool call without error inside a failing tool span: the conversation has
+        no tool error (explicit events decide), as Prometheus says."""
+        with conversation("c-tools"), genai_span(instrumented, EXECUTE_TOOL, tool="t") as span:
+            tracker.record(event_type=E.TOOL_CALLED, tool_name="t")
+            span.set_status(Status(StatusCode.ERROR))
+        assert exporter.force_flush()
+        [row] = store.select(store.schema.conversations_in_window(), store.window_params(7, None))
+        assert (int(row["tool_calls"]), int(row["tool_errors"])) == (1, 0)
+
+    def test_instrumentation_user_ids_are_pseudonymised_in_the_agent(
+        self,
+        memory_provider: TracerProvider,
+        spans: InMemorySpanExporter,
+    ) -> None:
+        """A raw user id an instrumentation put on its span (OpenLLMetry's association property)
+        leaves the process only as its pseudonym."""
+        raw = {genai.TRACELOOP_ASSOCIATION + "user_id": "alice@example.com"}
+        with conversation("c-user"), genai_span(memory_provider, CHAT, model="m", extra=raw):
+            pass
+        [span] = spans.get_finished_spans()
+        rows, _ = rows_from_spans([span])
+        expected = UserIdPseudonymizer(TEST_USER_ID_KEY)("alice@example.com")
+        assert {row.user_id for row in rows} == {expected}

@@ -241,3 +241,25 @@ class TestLifecycle:
         with conversation("c"), genai_span(memory_provider, CHAT, model="m"):
             pass
         assert len(spans.get_finished_spans()) == 1
+
+
+class TestEndFailures:
+    def test_end_failure_is_swallowed_and_logged_once(
+        self,
+        memory_provider: TracerProvider,
+        spans: InMemorySpanExporter,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A bug at span end never reaches the agent and is logged once, however often."""
+        from opentelemetry.instrumentation.conversation import processor
+
+        def broken(*_args: object) -> None:
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(processor.ConversationSpanProcessor, "_end", broken)
+        for _ in range(3):
+            with conversation("c"), genai_span(memory_provider, CHAT, model="m"):
+                pass
+        assert len(spans.get_finished_spans()) == 3
+        assert caplog.text.count("conversation span processor failed") == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from opentelemetry.exporter.conversation_analytics.store import (
     StoreError,
     open_store,
     resolve_store_url,
+    sql,
 )
 from opentelemetry.exporter.conversation_analytics.store.chdb_store import ChdbStore
 from opentelemetry.exporter.conversation_analytics.store.url import ENV_STORE
@@ -41,8 +44,10 @@ class TestSchema:
         assert ("INTERVAL 30 DAY" in ddl) is (ttl_days == 30)
 
     def test_cluster_ddl_parses(self, store: ConversationStore) -> None:
-        """The replicated variant is valid ClickHouse SQL: ON CLUSTER, Replicated*, Distributed."""
-        statements = Schema(cluster="prod", database="analytics").ddl()
+        """The replicated variant is valid ClickHouse SQL: ON CLUSTER, Replicated*, Distributed
+        (creation and upgrade statements alike)."""
+        schema = Schema(cluster="prod", database="analytics")
+        statements = [*schema.ddl(), *schema.upgrade(), schema.drop_view()]
         text = "\n".join(statements)
         assert text.count("ON CLUSTER `prod`") == len(statements)
         assert "ReplicatedReplacingMergeTree" in text
@@ -159,3 +164,48 @@ class TestClickHouseServer:
             assert detail.satisfaction == 0.9
         finally:
             store.close()
+
+
+class TestUpgrade:
+    def test_store_from_the_previous_schema_is_brought_up_to_date(self, store_url: str) -> None:
+        """Tables and view made before derived events existed get the new columns and view
+        when the store is opened; old events keep counting, new derived ones follow the
+        explicit-over-derived rule."""
+        old_events = tuple(c for c in sql.EVENT_COLUMNS if c[0] != "derived")
+        old_rollup = tuple(
+            c
+            for c in sql.ROLLUP_COLUMNS
+            if not c.name.startswith("derived_") and c.name != "explicit_tool_calls"
+        )
+        old_rollup = tuple(  # the previous version counted every event of a kind
+            replace(
+                c,
+                state=c.state.replace(" AND NOT derived", ""),
+                raw=c.raw.replace(" AND NOT derived", ""),
+                merge=f"sum({c.name})",
+            )
+            if c.merge.startswith("if(")
+            else c
+            for c in old_rollup
+        )
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sql, "EVENT_COLUMNS", old_events)
+            patch.setattr(sql, "ROLLUP_COLUMNS", old_rollup)
+            patch.setattr(sql.Schema, "upgrade", lambda self: [])
+            old = open_store(store_url)  # the previous version's schema
+            old.close()
+        store = open_store(store_url)
+        try:
+            now = time.time_ns()
+            store.insert(
+                [
+                    EventRow("e1", "user_message", "c1", now),
+                    EventRow("e2", "user_message", "c1", now, derived=True),
+                    EventRow("e3", "user_message", "c2", now, derived=True),
+                ]
+            )
+            report = store.report()
+        finally:
+            store.close()
+        assert report.total_conversations == 2
+        assert report.avg_turns == 1.0  # c1: its explicit message; c2: its derived one

@@ -25,6 +25,7 @@ of the same kind.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Mapping
 from typing import Final
@@ -36,6 +37,7 @@ from opentelemetry.exporter.conversation_analytics.rows import (
 )
 from opentelemetry.instrumentation.conversation import genai, semconv
 from opentelemetry.instrumentation.conversation.genai import SpanRole
+from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer
 from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
 
 #: ``error.type`` for a failed span that names no error type (the semantic conventions' value).
@@ -80,6 +82,11 @@ def derive_rows(
         value = genai.first_of(attributes, names)
         if value is not None:
             common[target] = value
+    user = common.get(semconv.USER_ID)
+    if isinstance(user, str) and semconv.TURN_ROOT not in attributes:
+        # Not stamped by the conversation processor (an agent without it, via the collector):
+        # the user id is the instrumentation's raw one, so pseudonymise it here.
+        common[semconv.USER_ID] = _pseudonymizer()(user)
     error_type = attributes.get(semconv.ERROR_TYPE) or (OTHER_ERROR if failed else None)
     events: list[tuple[ConversationEvent, int, dict[str, object]]] = []
     if role is SpanRole.TOOL:
@@ -118,6 +125,12 @@ def derive_rows(
             continue
         row.derived = True
         rows.append(row)
+
+
+@functools.cache
+def _pseudonymizer() -> UserIdPseudonymizer:
+    """Keyed as the agents' (``CONVERSATION_ANALYTICS_USER_ID_KEY``), made on first need."""
+    return UserIdPseudonymizer()
 
 
 def _opens_turn(attributes: Mapping[str, object], role: SpanRole, has_parent: bool) -> bool:

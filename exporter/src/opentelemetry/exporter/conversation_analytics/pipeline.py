@@ -67,6 +67,7 @@ class _ConversationState:
     user_messages: int = 0
     #: Events derived from GenAI spans count only while none of their kind came explicitly.
     derived_user_messages: int = 0
+    explicit_user_messages: bool = False
     explicit_tool_calls: bool = False
     positive: int = 0
     negative: int = 0
@@ -218,10 +219,32 @@ class ConversationPipeline:
 
     def _accept(self, fresh: list[EventRow]) -> None:
         """Remember and observe rows that are now written or waiting."""
+        derived = False
         for row in fresh:
             self._seen.remember(row.event_id, None)
+            derived |= row.derived
+        if derived:
+            self._note_explicit(fresh)
         for row in sorted(fresh, key=_by_time):
             self._observe(row)
+
+    def _state(self, conversation_id: str) -> _ConversationState:
+        state = self._conversations.get(conversation_id)
+        if not isinstance(state, _ConversationState):
+            state = _ConversationState()
+        self._conversations.remember(conversation_id, state)
+        return state
+
+    def _note_explicit(self, rows: list[EventRow]) -> None:
+        """Before observing a batch holding derived events: which conversations also have
+        explicit ones of the same kind (a derived event sorts first, at its span's start)."""
+        for row in rows:
+            if row.derived:
+                continue
+            if row.event_type == _USER_MESSAGE:
+                self._state(row.conversation_id).explicit_user_messages = True
+            elif row.event_type == _TOOL_CALLED:
+                self._state(row.conversation_id).explicit_tool_calls = True
 
     def _trim_memory_buffer(self) -> None:
         overflow = len(self._pending) - self.max_buffered_events
@@ -311,10 +334,7 @@ class ConversationPipeline:
     def _observe(self, row: EventRow) -> None:
         metrics = self.metrics
         child = metrics.child
-        state = self._conversations.get(row.conversation_id)
-        if not isinstance(state, _ConversationState):
-            state = _ConversationState()
-        self._conversations.remember(row.conversation_id, state)
+        state = self._state(row.conversation_id)
         state.channel = row.channel or state.channel
         state.model = row.response_model or row.request_model or state.model
         state.prompt_version = row.prompt_version or state.prompt_version
@@ -324,13 +344,13 @@ class ConversationPipeline:
         start_labels = labels[:3]
         kind = row.event_type
         if kind == _STARTED:
-            if row.derived and state.started_ns is not None:
+            if state.started_ns is not None:  # once per conversation, explicit or derived
                 return
             state.started_ns = row.timestamp_ns
             child(metrics.started, *start_labels).inc()
         elif kind == _USER_MESSAGE:
             if row.derived:
-                if state.user_messages:
+                if state.user_messages or state.explicit_user_messages:
                     return
                 state.derived_user_messages += 1
             else:

@@ -19,6 +19,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, Final, TypeVar
 
 from opentelemetry import baggage
@@ -29,6 +30,10 @@ from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
 _logger = logging.getLogger(__name__)
 
 _SCOPE_KEY: Final = otel_context.create_key("conversation-analytics.scope")
+#: (scope, detach token) of the scopes entered in the current context, innermost last.
+_entered: ContextVar[tuple[tuple[object, object], ...]] = ContextVar(
+    "conversation_analytics_entered", default=()
+)
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -56,7 +61,7 @@ class ConversationScope:
             conv.complete()
     """
 
-    __slots__ = ("_tokens", "agent", "conversation_id", "propagate", "user_id")
+    __slots__ = ("agent", "conversation_id", "propagate", "user_id")
 
     def __init__(
         self,
@@ -75,7 +80,6 @@ class ConversationScope:
         self.user_id = user_id if type(user_id) is str and user_id else None
         self.agent = agent if type(agent) is str and agent else None
         self.propagate = propagate
-        self._tokens: list[object] = []
 
     def context(self, parent: otel_context.Context | None = None) -> otel_context.Context:
         """``parent`` (default: the current context) with this conversation set in it."""
@@ -88,12 +92,19 @@ class ConversationScope:
         return ctx
 
     def __enter__(self) -> ConversationScope:
-        self._tokens.append(otel_context.attach(self.context()))
+        # The detach token lives in the entering context (each asyncio task and thread has its
+        # own), so one scope object may be entered by many tasks at once.
+        token = otel_context.attach(self.context())
+        _entered.set((*_entered.get(), (self, token)))
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._tokens:
-            otel_context.detach(self._tokens.pop())  # type: ignore[arg-type]
+        entered = _entered.get()
+        for index in range(len(entered) - 1, -1, -1):
+            if entered[index][0] is self:
+                _entered.set(entered[:index] + entered[index + 1 :])
+                otel_context.detach(entered[index][1])  # type: ignore[arg-type]
+                return
 
     async def __aenter__(self) -> ConversationScope:
         return self.__enter__()
@@ -220,10 +231,8 @@ class _AgentsSeen:
 
     def remember(self, conversation_id: str, agent: str) -> None:
         with self._lock:
-            if self._agents.get(conversation_id) == agent:
-                return
             self._agents[conversation_id] = agent
-            self._agents.move_to_end(conversation_id)
+            self._agents.move_to_end(conversation_id)  # busy conversations stay
             if len(self._agents) > self._limit:
                 self._agents.popitem(last=False)
 

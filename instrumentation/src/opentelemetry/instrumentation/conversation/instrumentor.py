@@ -68,6 +68,7 @@ class ConversationInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             processor = ConversationSpanProcessor(
                 user_id_key=kwargs.get("user_id_key"),
                 pseudonymize_user_ids=kwargs.get("pseudonymize_user_ids"),
+                agent_name=kwargs.get("agent_name"),
             )
             self._processors[provider] = processor
             add(processor)

@@ -15,6 +15,7 @@ events. Imported only when the SDK is present (the instrumentor checks).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -70,8 +71,12 @@ class ConversationSpanProcessor(SpanProcessor):
         *,
         user_id_key: str | bytes | None = None,
         pseudonymize_user_ids: bool | None = None,
+        agent_name: str | None = None,
     ) -> None:
         self.enabled = True
+        #: The agent for spans that name none (as the tracker's ``agent_name``), so explicit
+        #: and derived events of one conversation share an agent.
+        self._agent_name = agent_name or os.environ.get(semconv.ENV_AGENT_NAME) or None
         self._baggage_key = baggage_key()  # read once, as SDK components read their env
         self._pseudonymize = UserIdPseudonymizer(user_id_key, pseudonymize_user_ids)
         self._turns: OrderedDict[str, _Turns] = OrderedDict()
@@ -126,9 +131,11 @@ class ConversationSpanProcessor(SpanProcessor):
             context = span.get_span_context()
             if context is not None:
                 self._open[context.span_id] = _Open(conversation_id, turn, role, root, agent)
-        if role is not None and turn:
-            stamps[semconv.TURN] = turn
+        if role is not None:
+            # Always set on GenAI spans: it also tells the extraction this span passed here.
             stamps[semconv.TURN_ROOT] = root is span
+            if turn:
+                stamps[semconv.TURN] = turn
         span.set_attributes(stamps)  # one call: each takes the span's lock and validates
 
     def _stamp(
@@ -145,8 +152,12 @@ class ConversationSpanProcessor(SpanProcessor):
         instrumentation made up on its own, so explicit events (recorded under the scope's id)
         and spans land in one conversation.
         """
-        if scope is not None and scope.user_id:
-            stamps[semconv.USER_ID] = self._pseudonym(scope.user_id)
+        user = scope.user_id if scope is not None else None
+        if not user:  # an instrumentation's own user id (OpenLLMetry's association property)
+            own_user = genai.first_of(attributes, genai.USER_ID_ATTRIBUTES)
+            user = own_user if isinstance(own_user, str) else None
+        if user:
+            stamps[semconv.USER_ID] = self._pseudonym(user)
         agent = scope.agent if scope is not None else None
         if agent:
             stamps[semconv.AGENT_NAME] = agent
@@ -154,10 +165,11 @@ class ConversationSpanProcessor(SpanProcessor):
         own = attributes.get(semconv.AGENT_NAME)
         if isinstance(own, str) and own:
             return own
-        if parent_open is not None and parent_open.agent:
-            stamps[semconv.AGENT_NAME] = parent_open.agent
-            return parent_open.agent
-        return None
+        inherited = parent_open.agent if parent_open is not None else None
+        agent = inherited or self._agent_name
+        if agent:
+            stamps[semconv.AGENT_NAME] = agent
+        return agent
 
     def _pseudonym(self, user_id: str) -> str:
         found = self._pseudonyms.get(user_id)

@@ -222,6 +222,8 @@ class ConversationTracker:
             if ctx.get(_SUPPRESS_INSTRUMENTATION_KEY):
                 return _NOT_RECORDED
             if conversation_id is None:
+                if timestamp is not None:
+                    metadata["timestamp"] = timestamp
                 return self.record_in(current_conversation(ctx), event_type, metadata, user_id)
             return self._record(conversation_id, user_id, event_type, timestamp, metadata, ctx)
         except Exception as exc:  # never raise into the agent

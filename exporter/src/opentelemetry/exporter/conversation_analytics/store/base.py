@@ -18,7 +18,7 @@ from opentelemetry.exporter.conversation_analytics.analytics import (
     summarize,
 )
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
-from opentelemetry.exporter.conversation_analytics.store.sql import Schema
+from opentelemetry.exporter.conversation_analytics.store.sql import ROLLUP_COLUMNS, Schema
 
 Params = Mapping[str, Any]
 
@@ -69,8 +69,16 @@ class ConversationStore(abc.ABC):
     # ---- shared behaviour ---------------------------------------------------------------------
 
     def apply_schema(self) -> None:
-        for statement in self.schema.ddl():
+        """Create the schema, or bring one made by an earlier version up to date."""
+        for statement in [*self.schema.table_ddl(), *self.schema.upgrade()]:
             self.execute(statement)
+        found = self.select(self.schema.view_columns(), {"database": self.schema.database})
+        if not {column.name for column in ROLLUP_COLUMNS} <= {row["name"] for row in found}:
+            # No view yet, or an older one computing fewer rollup columns: (re)create it.
+            # Inserts between the two statements would miss the rollup, so this runs only when
+            # a store is opened, before the pipeline writes.
+            self.execute(self.schema.drop_view())
+            self.execute(self.schema.view_ddl())
 
     def ping(self) -> None:
         """Raise unless the store answers a trivial query."""

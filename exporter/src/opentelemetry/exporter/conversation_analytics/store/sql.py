@@ -86,13 +86,17 @@ def _simple(name: str, func: str, value_type: str, state: str) -> RollupColumn:
     return RollupColumn(name, stored, state, f"{func}({name})")
 
 
-def _counted_once(name: str, condition: str) -> tuple[RollupColumn, RollupColumn]:
+def _counted_once(
+    name: str, condition: str, decided_by: str | None = None
+) -> tuple[RollupColumn, RollupColumn]:
     """Explicit and derived events counted apart; the merge takes the explicit count when the
-    conversation has any, else the derived one, so an agent that records events explicitly and
-    is also GenAI-instrumented is never counted twice."""
+    conversation has explicit events of that kind (``decided_by``: an unmerged flag column, so
+    tool errors follow tool calls), else the derived one, so an agent that records events
+    explicitly and is also GenAI-instrumented is never counted twice."""
     explicit = _count(name, f"{condition} AND NOT derived")
     derived = replace(_count(f"derived_{name}", f"{condition} AND derived"), merged=False)
-    merge = f"if(sum({name}) > 0, sum({name}), sum(derived_{name}))"
+    decision = f"max({decided_by})" if decided_by else f"sum({name})"
+    merge = f"if({decision} > 0, sum({name}), sum(derived_{name}))"
     return replace(explicit, merge=merge), derived
 
 
@@ -147,7 +151,19 @@ ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
     *_counted_once("user_messages", _is(_E.USER_MESSAGE)),
     _count("rephrases", f"{_is(_E.USER_MESSAGE)} AND rephrase"),
     *_counted_once("tool_calls", _is(_E.TOOL_CALLED)),
-    *_counted_once("tool_errors", f"{_is(_E.TOOL_CALLED)} AND error_type != ''"),
+    # Never merged under its own name: only tool_errors' merge reads it (see ``merged``).
+    replace(
+        _simple(
+            "explicit_tool_calls",
+            "max",
+            "UInt8",
+            f"max(toUInt8({_is(_E.TOOL_CALLED)} AND NOT derived))",
+        ),
+        merged=False,
+    ),
+    *_counted_once(
+        "tool_errors", f"{_is(_E.TOOL_CALLED)} AND error_type != ''", "explicit_tool_calls"
+    ),
     _count(
         "positive_feedback",
         f"{_is(_E.FEEDBACK_RECEIVED)} AND feedback_rating = '{RATING_POSITIVE}'",
@@ -157,6 +173,8 @@ ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
         f"{_is(_E.FEEDBACK_RECEIVED)} AND feedback_rating = '{RATING_NEGATIVE}'",
     ),
 )
+#: The materialized view feeding the rollup.
+VIEW: Final = "conversation_rollup_mv"
 #: How many recent insert blocks each table remembers, so a retried batch is not stored twice.
 DEDUPLICATION_WINDOW: Final = 10_000
 
@@ -235,6 +253,11 @@ class Schema:
 
     def ddl(self) -> list[str]:
         """Statements that create the schema; each is idempotent (``IF NOT EXISTS``)."""
+        return [*self.table_ddl(), self.view_ddl()]
+
+    def table_ddl(self) -> list[str]:
+        """The database and tables (everything but the view, which needs its tables' columns:
+        a store from an earlier version gets :meth:`upgrade` before the view)."""
         on = self._on_cluster()
         events_local = self._table("conversation_events")
         rollup_local = self._table("conversation_rollup")
@@ -245,7 +268,6 @@ class Schema:
             else ""
         )
         rollup_columns = ",\n    ".join(f"`{c.name}` {c.type}" for c in ROLLUP_COLUMNS)
-        rollup_states = ",\n    ".join(f"{c.state} AS `{c.name}`" for c in ROLLUP_COLUMNS)
         statements = [
             f"CREATE DATABASE IF NOT EXISTS `{self.database}`{on}",
             f"""CREATE TABLE IF NOT EXISTS {events_local}{on}
@@ -269,15 +291,6 @@ ENGINE = {self._engine("AggregatingMergeTree", "conversation_rollup")}
 PARTITION BY toYYYYMM(bucket)
 ORDER BY (bucket, agent_name, conversation_id){ttl.replace("timestamp", "bucket")}
 SETTINGS {self._dedup_setting()}""",
-            f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {self._table("conversation_rollup_mv")}{on}
-TO {rollup_local}
-AS SELECT
-    toStartOfHour(timestamp) AS `bucket`,
-    agent_name,
-    conversation_id,
-    {rollup_states}
-FROM {events_local}
-GROUP BY bucket, agent_name, conversation_id""",
         ]
         if self.cluster:
             for local in ("conversation_events", "conversation_rollup"):
@@ -288,6 +301,47 @@ GROUP BY bucket, agent_name, conversation_id""",
                     "cityHash64(conversation_id))"
                 )
         return statements
+
+    def view_ddl(self) -> str:
+        """The materialized view that keeps the rollup."""
+        states = ",\n    ".join(f"{c.state} AS `{c.name}`" for c in ROLLUP_COLUMNS)
+        return f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {self._table(VIEW)}{self._on_cluster()}
+TO {self._table("conversation_rollup")}
+AS SELECT
+    toStartOfHour(timestamp) AS `bucket`,
+    agent_name,
+    conversation_id,
+    {states}
+FROM {self._table("conversation_events")}
+GROUP BY bucket, agent_name, conversation_id"""
+
+    def upgrade(self) -> list[str]:
+        """Idempotent statements bringing tables made by an earlier version up to date: columns
+        added since are added (a no-op on tables :meth:`ddl` just created)."""
+        on = self._on_cluster()
+        tables = [("conversation_events", EVENT_COLUMNS)]
+        tables.append(("conversation_rollup", tuple((c.name, c.type) for c in ROLLUP_COLUMNS)))
+        statements: list[str] = []
+        for local, columns in tables:
+            names = [local, local + "_all"] if self.cluster else [local]
+            for table in names:
+                statements.extend(
+                    f"ALTER TABLE {self._table(table)}{on} ADD COLUMN IF NOT EXISTS "
+                    f"`{name}` {ctype}"
+                    for name, ctype in columns
+                )
+        return statements
+
+    def view_columns(self) -> str:
+        """The view's output columns; parameter ``database``. An older view lacks new ones and
+        is replaced (``DROP VIEW`` + :meth:`view_ddl`)."""
+        return (
+            "SELECT name FROM system.columns "
+            f"WHERE database = {{database:String}} AND table = '{VIEW}'"
+        )
+
+    def drop_view(self) -> str:
+        return f"DROP VIEW IF EXISTS {self._table(VIEW)}{self._on_cluster()}"
 
     # ---- queries -----------------------------------------------------------------------------
 
