@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
+from openai_stub import OpenAIStub
 from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store
 from opentelemetry.instrumentation.conversation import ConversationTracker
@@ -95,3 +96,10 @@ def instrumented(
     """The exporter's provider with the conversation instrumentation on, as in an agent."""
     instrumentor.instrument(tracer_provider=provider, user_id_key=TEST_USER_ID_KEY)
     return provider
+
+
+@pytest.fixture
+def stub() -> Iterator[OpenAIStub]:
+    """A local OpenAI-compatible server on loopback (tests/openai_stub.py)."""
+    with OpenAIStub() as server:
+        yield server

@@ -38,12 +38,6 @@ def load_example(name: str) -> ModuleType:
 
 
 @pytest.fixture
-def stub() -> Iterator[OpenAIStub]:
-    with OpenAIStub() as server:
-        yield server
-
-
-@pytest.fixture
 def openai_client(instrumented: TracerProvider, stub: OpenAIStub) -> Iterator[openai.OpenAI]:
     """The real client, instrumented by the official openai-v2 instrumentation."""
     OpenAIInstrumentor().instrument(tracer_provider=instrumented)
