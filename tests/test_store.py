@@ -47,7 +47,7 @@ class TestSchema:
         """The replicated variant is valid ClickHouse SQL: ON CLUSTER, Replicated*, Distributed
         (creation and upgrade statements alike)."""
         schema = Schema(cluster="prod", database="analytics")
-        statements = [*schema.ddl(), *schema.upgrade(), schema.drop_view()]
+        statements = [*schema.ddl(), *schema.upgrade({}), schema.drop_view()]
         text = "\n".join(statements)
         assert text.count("ON CLUSTER `prod`") == len(statements)
         assert "ReplicatedReplacingMergeTree" in text
@@ -191,7 +191,7 @@ class TestUpgrade:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(sql, "EVENT_COLUMNS", old_events)
             patch.setattr(sql, "ROLLUP_COLUMNS", old_rollup)
-            patch.setattr(sql.Schema, "upgrade", lambda self: [])
+            patch.setattr(sql.Schema, "upgrade", lambda self, existing: [])
             old = open_store(store_url)  # the previous version's schema
             old.close()
         store = open_store(store_url)
@@ -205,7 +205,15 @@ class TestUpgrade:
                 ]
             )
             report = store.report()
+            existing: dict[str, set[str]] = {}
+            for row in store.select(
+                store.schema.existing_columns(), {"database": "conversation_analytics"}
+            ):
+                existing.setdefault(row["table"], set()).add(row["name"])
         finally:
             store.close()
         assert report.total_conversations == 2
         assert report.avg_turns == 1.0  # c1: its explicit message; c2: its derived one
+        # Upgraded: nothing left to add, the view is current (the next open runs no ALTER).
+        assert store.schema.upgrade(existing) == []
+        assert store.schema.view_is_current(existing)

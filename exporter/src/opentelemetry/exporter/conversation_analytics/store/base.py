@@ -18,7 +18,7 @@ from opentelemetry.exporter.conversation_analytics.analytics import (
     summarize,
 )
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
-from opentelemetry.exporter.conversation_analytics.store.sql import ROLLUP_COLUMNS, Schema
+from opentelemetry.exporter.conversation_analytics.store.sql import Schema
 
 Params = Mapping[str, Any]
 
@@ -70,10 +70,15 @@ class ConversationStore(abc.ABC):
 
     def apply_schema(self) -> None:
         """Create the schema, or bring one made by an earlier version up to date."""
-        for statement in [*self.schema.table_ddl(), *self.schema.upgrade()]:
+        for statement in self.schema.table_ddl():
             self.execute(statement)
-        found = self.select(self.schema.view_columns(), {"database": self.schema.database})
-        if not {column.name for column in ROLLUP_COLUMNS} <= {row["name"] for row in found}:
+        existing: dict[str, set[str]] = {}
+        params = {"database": self.schema.database}
+        for row in self.select(self.schema.existing_columns(), params):
+            existing.setdefault(row["table"], set()).add(row["name"])
+        for statement in self.schema.upgrade(existing):
+            self.execute(statement)
+        if not self.schema.view_is_current(existing):
             # No view yet, or an older one computing fewer rollup columns: (re)create it.
             # Inserts between the two statements would miss the rollup, so this runs only when
             # a store is opened, before the pipeline writes.

@@ -8,6 +8,7 @@ integer, and the contract's own event-type constants.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -315,30 +316,33 @@ AS SELECT
 FROM {self._table("conversation_events")}
 GROUP BY bucket, agent_name, conversation_id"""
 
-    def upgrade(self) -> list[str]:
-        """Idempotent statements bringing tables made by an earlier version up to date: columns
-        added since are added (a no-op on tables :meth:`ddl` just created)."""
+    def upgrade(self, existing: Mapping[str, set[str]]) -> list[str]:
+        """Statements bringing tables made by an earlier version up to date: the columns
+        added since, given the columns each table has (:meth:`existing_columns`). Empty when
+        the schema is current, so opening a store costs one query, not one ALTER per column."""
         on = self._on_cluster()
         tables = [("conversation_events", EVENT_COLUMNS)]
         tables.append(("conversation_rollup", tuple((c.name, c.type) for c in ROLLUP_COLUMNS)))
         statements: list[str] = []
         for local, columns in tables:
-            names = [local, local + "_all"] if self.cluster else [local]
-            for table in names:
+            for table in [local, local + "_all"] if self.cluster else [local]:
+                have = existing.get(table, set())
                 statements.extend(
                     f"ALTER TABLE {self._table(table)}{on} ADD COLUMN IF NOT EXISTS "
                     f"`{name}` {ctype}"
                     for name, ctype in columns
+                    if name not in have
                 )
         return statements
 
-    def view_columns(self) -> str:
-        """The view's output columns; parameter ``database``. An older view lacks new ones and
-        is replaced (``DROP VIEW`` + :meth:`view_ddl`)."""
-        return (
-            "SELECT name FROM system.columns "
-            f"WHERE database = {{database:String}} AND table = '{VIEW}'"
-        )
+    def view_is_current(self, existing: Mapping[str, set[str]]) -> bool:
+        """Whether the view computes every rollup column (an older one is dropped and made
+        again with :meth:`view_ddl`)."""
+        return {c.name for c in ROLLUP_COLUMNS} <= existing.get(VIEW, set())
+
+    def existing_columns(self) -> str:
+        """``table, name`` of every column in the database; parameter ``database``."""
+        return "SELECT table, name FROM system.columns WHERE database = {database:String}"
 
     def drop_view(self) -> str:
         return f"DROP VIEW IF EXISTS {self._table(VIEW)}{self._on_cluster()}"
