@@ -11,11 +11,13 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from openai_stub import OpenAIStub
 from opentelemetry import propagate
+from opentelemetry.exporter.conversation_analytics.analytics import Report
 from opentelemetry.exporter.conversation_analytics.store import open_store
 from opentelemetry.instrumentation.conversation import conversation
 
@@ -23,6 +25,16 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
 TIMEOUT = 120
+
+
+def _stored(store_url: str, conversation_id: str) -> tuple[Report, list[dict[str, Any]]]:
+    """The report and one conversation's events, read after the agent process has exited (the
+    embedded store admits one process at a time)."""
+    store = open_store(store_url)
+    try:
+        return store.report(), store.conversation(conversation_id).events
+    finally:
+        store.close()
 
 
 @pytest.fixture
@@ -66,12 +78,7 @@ class TestOpentelemetryInstrument:
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines() == ["Echo: hi", "Your order ships tomorrow."]
         assert len(stub.requests) == 3
-        store = open_store(store_url)
-        try:
-            report = store.report()
-            events = store.conversation("c-zero").events
-        finally:
-            store.close()
+        report, events = _stored(store_url, "c-zero")
         assert (report.total_conversations, report.avg_turns, report.completion_rate) == (
             1,
             2.0,
@@ -124,12 +131,7 @@ class TestBaggageAcrossProcesses:
             if service.poll() is None:
                 service.kill()
                 service.wait()
-        store = open_store(store_url)
-        try:
-            report = store.report()
-            events = store.conversation("c-front").events
-        finally:
-            store.close()
+        report, events = _stored(store_url, "c-front")
         assert (report.total_conversations, report.avg_turns, report.completion_rate) == (
             1,
             2.0,
