@@ -78,15 +78,21 @@ def spans() -> InMemorySpanExporter:
 
 
 @pytest.fixture
-def memory_provider(
-    spans: InMemorySpanExporter, instrumentor: ConversationInstrumentor
-) -> Iterator[TracerProvider]:
-    """An SDK provider with the conversation instrumentation, keeping finished spans in memory."""
+def sdk_provider(spans: InMemorySpanExporter) -> Iterator[TracerProvider]:
+    """An SDK provider keeping finished spans in memory (``spans``), not instrumented."""
     tp = TracerProvider()
     tp.add_span_processor(SimpleSpanProcessor(spans))
-    instrumentor.instrument(tracer_provider=tp, user_id_key=TEST_USER_ID_KEY)
     yield tp
     tp.shutdown()
+
+
+@pytest.fixture
+def memory_provider(
+    sdk_provider: TracerProvider, instrumentor: ConversationInstrumentor
+) -> TracerProvider:
+    """``sdk_provider`` with the conversation instrumentation on."""
+    instrumentor.instrument(tracer_provider=sdk_provider, user_id_key=TEST_USER_ID_KEY)
+    return sdk_provider
 
 
 @pytest.fixture

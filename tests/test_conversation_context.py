@@ -169,20 +169,12 @@ class TestBaggage:
 
 
 class TestExplicitCalls:
-    @pytest.fixture
-    def provider(self, spans: InMemorySpanExporter) -> TracerProvider:
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
-        tp = TracerProvider()
-        tp.add_span_processor(SimpleSpanProcessor(spans))
-        return tp
-
     def test_tracker_needs_no_ids_inside_a_scope(
-        self, provider: TracerProvider, spans: InMemorySpanExporter
+        self, sdk_provider: TracerProvider, spans: InMemorySpanExporter
     ) -> None:
         """``record(event_type=...)`` takes conversation, pseudonymised user and agent from the
         scope."""
-        tracker = ConversationTracker(provider, user_id_key=TEST_USER_ID_KEY)
+        tracker = ConversationTracker(sdk_provider, user_id_key=TEST_USER_ID_KEY)
         with conversation("c-1", user_id="u-1", agent="bot"):
             tracker.record(event_type=ConversationEvent.USER_MESSAGE, turn=1)
         [(name, attributes)] = _events(spans)
@@ -193,31 +185,31 @@ class TestExplicitCalls:
         assert attributes[semconv.TURN] == 1
 
     def test_explicit_ids_win_over_the_scope(
-        self, provider: TracerProvider, spans: InMemorySpanExporter
+        self, sdk_provider: TracerProvider, spans: InMemorySpanExporter
     ) -> None:
         """Ids passed to ``record`` are used as given, even inside a scope."""
-        tracker = ConversationTracker(provider, user_id_key=TEST_USER_ID_KEY)
+        tracker = ConversationTracker(sdk_provider, user_id_key=TEST_USER_ID_KEY)
         with conversation("c-scope"):
             tracker.record("c-explicit", None, ConversationEvent.STARTED)
         [(_, attributes)] = _events(spans)
         assert attributes[semconv.CONVERSATION_ID] == "c-explicit"
 
-    def test_no_scope_no_id_is_a_counted_rejection(self, provider: TracerProvider) -> None:
+    def test_no_scope_no_id_is_a_counted_rejection(self, sdk_provider: TracerProvider) -> None:
         """Without ids and without a scope nothing is recorded, and the error is counted."""
-        tracker = ConversationTracker(provider)
+        tracker = ConversationTracker(sdk_provider)
         assert not tracker.record(event_type=ConversationEvent.COMPLETED).recorded
         assert tracker.errors == 1
 
     def test_one_line_lifecycle_calls(
         self,
-        provider: TracerProvider,
+        sdk_provider: TracerProvider,
         spans: InMemorySpanExporter,
         instrumentor: object,
     ) -> None:
         """``complete()``, ``handoff()`` and ``feedback()`` record the events no span implies."""
         from opentelemetry.instrumentation.conversation import ConversationInstrumentor
 
-        ConversationInstrumentor().instrument(tracer_provider=provider, agent_name="bot")
+        ConversationInstrumentor().instrument(tracer_provider=sdk_provider, agent_name="bot")
         with conversation("c-2", user_id="u-2") as conv:
             conv.handoff(reason="billing")
             conv.feedback("negative", score=0.2)
@@ -236,10 +228,10 @@ class TestExplicitCalls:
             assert attributes[semconv.AGENT_NAME] == "bot"
 
     def test_suppressed_instrumentation_records_nothing(
-        self, provider: TracerProvider, spans: InMemorySpanExporter
+        self, sdk_provider: TracerProvider, spans: InMemorySpanExporter
     ) -> None:
         """Under ``suppress_instrumentation`` the tracker emits nothing and counts no error."""
-        tracker = ConversationTracker(provider)
+        tracker = ConversationTracker(sdk_provider)
         with suppress_instrumentation(), conversation("c-s"):
             assert not tracker.record(event_type=ConversationEvent.STARTED).recorded
             assert not tracker.record("c-s", None, ConversationEvent.STARTED).recorded
@@ -265,15 +257,13 @@ class TestSharedScope:
 
         assert asyncio.run(main()) == [("c-shared", None)] * 10
 
-    def test_timestamp_is_kept_inside_a_scope(self, spans: InMemorySpanExporter) -> None:
+    def test_timestamp_is_kept_inside_a_scope(
+        self, sdk_provider: TracerProvider, spans: InMemorySpanExporter
+    ) -> None:
         """``timestamp=`` backdates an event recorded with ids from the scope."""
         from datetime import datetime, timezone
 
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
-        tp = TracerProvider()
-        tp.add_span_processor(SimpleSpanProcessor(spans))
-        tracker = ConversationTracker(tp)
+        tracker = ConversationTracker(sdk_provider)
         when = datetime(2020, 1, 2, tzinfo=timezone.utc)
         with conversation("c-ts"):
             tracker.record(event_type=ConversationEvent.STARTED, timestamp=when)

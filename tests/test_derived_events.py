@@ -4,7 +4,6 @@ variants, the collector path, idempotence, and no double counting next to explic
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 from prometheus_client import CollectorRegistry
@@ -37,16 +35,6 @@ from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudo
 from samples import metric_value
 
 E = ConversationEvent
-
-
-@pytest.fixture
-def captured() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    """A provider without the instrumentation (spans from another process), kept in memory."""
-    spans = InMemorySpanExporter()
-    tp = TracerProvider()
-    tp.add_span_processor(SimpleSpanProcessor(spans))
-    yield tp, spans
-    tp.shutdown()
 
 
 def _events(
@@ -159,11 +147,11 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
 class TestVariants:
     @pytest.mark.parametrize("convention", sorted(VARIANTS))
     def test_other_conventions_map_to_the_same_events(
-        self, captured: tuple[TracerProvider, InMemorySpanExporter], convention: str
+        self, sdk_provider: TracerProvider, spans: InMemorySpanExporter, convention: str
     ) -> None:
         """OpenInference and OpenLLMetry spans (no conversation processor in their process)
         give the same events as GenAI semantic-convention spans."""
-        tp, spans = captured
+        tp = sdk_provider
         agent, model, tool = VARIANTS[convention]
         # These instrumentations put the session on every span (context propagation).
         session = {k: v for k, v in agent.items() if v == "conv-v"}
@@ -187,11 +175,11 @@ class TestVariants:
         assert rows[1].agent_name == rows[2].agent_name == "oi-agent"
 
     def test_unmarked_model_calls_are_turns_only_at_a_trace_root(
-        self, captured: tuple[TracerProvider, InMemorySpanExporter]
+        self, sdk_provider: TracerProvider, spans: InMemorySpanExporter
     ) -> None:
         """Without the processor's marks a root model call is a turn; one under another span
         (a step of some workflow) is not."""
-        tp, spans = captured
+        tp = sdk_provider
         ids = {semconv.CONVERSATION_ID: "c-fallback"}
         with genai_span(tp, CHAT, model="m", extra=ids):
             pass
@@ -205,11 +193,11 @@ class TestVariants:
         "bad_id", ["", "x" * (semconv.MAX_ID_LENGTH + 1), "'; DROP TABLE x; --"]
     )
     def test_hostile_ids_are_rejected_or_kept_verbatim(
-        self, captured: tuple[TracerProvider, InMemorySpanExporter], bad_id: str
+        self, sdk_provider: TracerProvider, spans: InMemorySpanExporter, bad_id: str
     ) -> None:
         """An empty or oversized id derives nothing countable (a counted rejection); SQL-looking
         text is just an id."""
-        tp, spans = captured
+        tp = sdk_provider
         with genai_span(tp, INVOKE_AGENT, extra={semconv.CONVERSATION_ID: bad_id}):
             pass
         rows, rejected = rows_from_spans(spans.get_finished_spans())
@@ -224,12 +212,13 @@ class TestVariants:
 class TestCollectorPath:
     def test_otlp_gives_the_same_rows_as_the_sdk(
         self,
-        captured: tuple[TracerProvider, InMemorySpanExporter],
+        sdk_provider: TracerProvider,
+        spans: InMemorySpanExporter,
         instrumentor: ConversationInstrumentor,
     ) -> None:
         """The collector derives exactly what the in-process exporter derives from the same
         spans encoded as OTLP by the official encoder."""
-        tp, spans = captured
+        tp = sdk_provider
         instrumentor.instrument(tracer_provider=tp)
         with conversation("c-otlp", user_id="u"):
             _agent_turns(tp, 3)
@@ -312,14 +301,15 @@ class TestNoDoubleCounting:
 
     def test_reexport_is_idempotent(
         self,
-        captured: tuple[TracerProvider, InMemorySpanExporter],
+        sdk_provider: TracerProvider,
+        spans: InMemorySpanExporter,
         instrumentor: ConversationInstrumentor,
         store: ConversationStore,
         exporter: ConversationAnalyticsExporter,
     ) -> None:
         """Derived events have ids fixed by their span, so exporting spans twice stores them
         once."""
-        tp, spans = captured
+        tp = sdk_provider
         instrumentor.instrument(tracer_provider=tp)
         with conversation("c-again"):
             _agent_turns(tp, 2)

@@ -6,12 +6,10 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from opentelemetry import trace
@@ -28,25 +26,14 @@ KEY = b"tracker-test-key"
 
 
 @pytest.fixture
-def memory() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
+def tracker_mem(sdk_provider: TracerProvider) -> ConversationTracker:
+    return ConversationTracker(
+        sdk_provider, agent_name="support-bot", prompt_version="v2", user_id_key=KEY
+    )
 
 
-@pytest.fixture
-def sdk(memory: InMemorySpanExporter) -> Iterator[TracerProvider]:
-    tp = TracerProvider()
-    tp.add_span_processor(SimpleSpanProcessor(memory))
-    yield tp
-    tp.shutdown()
-
-
-@pytest.fixture
-def tracker_mem(sdk: TracerProvider) -> ConversationTracker:
-    return ConversationTracker(sdk, agent_name="support-bot", prompt_version="v2", user_id_key=KEY)
-
-
-def _only_event(memory: InMemorySpanExporter) -> tuple[ReadableSpan, dict[str, object]]:
-    spans = [span for span in memory.get_finished_spans() if span.events]
+def _only_event(spans: InMemorySpanExporter) -> tuple[ReadableSpan, dict[str, object]]:
+    spans = [span for span in spans.get_finished_spans() if span.events]
     assert len(spans) == 1
     (event,) = spans[0].events
     return spans[0], {"name": event.name, **dict(event.attributes or {})}
@@ -54,12 +41,15 @@ def _only_event(memory: InMemorySpanExporter) -> tuple[ReadableSpan, dict[str, o
 
 class TestSpanEvents:
     def test_event_lands_on_active_span(
-        self, sdk: TracerProvider, tracker_mem: ConversationTracker, memory: InMemorySpanExporter
+        self,
+        sdk_provider: TracerProvider,
+        tracker_mem: ConversationTracker,
+        spans: InMemorySpanExporter,
     ) -> None:
         """An event recorded inside a span becomes an event of that very span."""
-        with sdk.get_tracer("agent").start_as_current_span("invoke_agent") as span:
+        with sdk_provider.get_tracer("agent").start_as_current_span("invoke_agent") as span:
             result = tracker_mem.record("c1", "u1", ConversationEvent.STARTED, channel="web")
-        finished, event = _only_event(memory)
+        finished, event = _only_event(spans)
         assert finished.context.span_id == span.get_span_context().span_id
         assert finished.name == "invoke_agent"
         assert event["name"] == "conversation.started"
@@ -110,9 +100,9 @@ class TestSpanEvents:
     )
     def test_article_keywords_map_to_contract_attributes(
         self,
-        sdk: TracerProvider,
+        sdk_provider: TracerProvider,
         tracker_mem: ConversationTracker,
-        memory: InMemorySpanExporter,
+        spans: InMemorySpanExporter,
         kind: ConversationEvent,
         keyword: str,
         value: object,
@@ -120,61 +110,64 @@ class TestSpanEvents:
         expected: object,
     ) -> None:
         """Each article keyword travels as its contract attribute with the contract's type."""
-        with sdk.get_tracer("agent").start_as_current_span("turn"):
+        with sdk_provider.get_tracer("agent").start_as_current_span("turn"):
             tracker_mem.record("c1", "u1", kind, **{keyword: value})
-        _, event = _only_event(memory)
+        _, event = _only_event(spans)
         assert event[attribute] == expected
         assert type(event[attribute]) is type(expected)
 
     @pytest.mark.parametrize("event_type", ["completed", "conversation.completed"])
     def test_event_type_accepts_strings(
         self,
-        sdk: TracerProvider,
+        sdk_provider: TracerProvider,
         tracker_mem: ConversationTracker,
-        memory: InMemorySpanExporter,
+        spans: InMemorySpanExporter,
         event_type: str,
     ) -> None:
         """The article's string values and the wire names are accepted as event types."""
-        with sdk.get_tracer("agent").start_as_current_span("turn"):
+        with sdk_provider.get_tracer("agent").start_as_current_span("turn"):
             assert tracker_mem.record("c1", "u1", event_type).recorded
-        assert _only_event(memory)[1]["name"] == "conversation.completed"
+        assert _only_event(spans)[1]["name"] == "conversation.completed"
 
     def test_no_recording_span_opens_a_short_span(
-        self, tracker_mem: ConversationTracker, memory: InMemorySpanExporter
+        self, tracker_mem: ConversationTracker, spans: InMemorySpanExporter
     ) -> None:
         """Without a recording span, the event gets a finished span of its own."""
         tracker_mem.record("c1", "u1", ConversationEvent.FEEDBACK_RECEIVED, rating="negative")
-        span, event = _only_event(memory)
+        span, event = _only_event(spans)
         assert span.name == EVENT_SPAN_NAME
         assert span.end_time is not None
         assert event[semconv.FEEDBACK_RATING] == "negative"
 
     def test_timestamp_backdates_the_event(
-        self, tracker_mem: ConversationTracker, memory: InMemorySpanExporter
+        self, tracker_mem: ConversationTracker, spans: InMemorySpanExporter
     ) -> None:
         """``timestamp=`` sets the event time (naive datetimes are UTC)."""
         when = datetime(2025, 3, 1, 12, 0, 0, 250_000)
         tracker_mem.record("c1", "u1", ConversationEvent.STARTED, timestamp=when)
-        span, _ = _only_event(memory)
+        span, _ = _only_event(spans)
         expected = int(when.replace(tzinfo=timezone.utc).timestamp()) * 10**9 + 250_000_000
         assert span.events[0].timestamp == expected
         assert span.start_time == expected
 
     def test_event_ids_are_unique(
-        self, sdk: TracerProvider, tracker_mem: ConversationTracker
+        self, sdk_provider: TracerProvider, tracker_mem: ConversationTracker
     ) -> None:
         """Every event gets its own id, the key of idempotent writes."""
         ids = {tracker_mem.record("c", "u", "user_message").event_id for _ in range(2000)}
         assert len(ids) == 2000
 
     def test_full_span_overflows_into_child_spans(
-        self, sdk: TracerProvider, tracker_mem: ConversationTracker, memory: InMemorySpanExporter
+        self,
+        sdk_provider: TracerProvider,
+        tracker_mem: ConversationTracker,
+        spans: InMemorySpanExporter,
     ) -> None:
         """Past the SDK's 128-event limit, events go to child spans instead of evicting others."""
-        with sdk.get_tracer("agent").start_as_current_span("voice-call") as call:
+        with sdk_provider.get_tracer("agent").start_as_current_span("voice-call") as call:
             for turn in range(300):
                 tracker_mem.record("c1", "u1", ConversationEvent.USER_MESSAGE, turn=turn)
-        spans = memory.get_finished_spans()
+        spans = spans.get_finished_spans()
         turns = sorted(
             event.attributes[semconv.TURN]  # type: ignore[index]
             for span in spans
@@ -204,32 +197,32 @@ class TestSpanEvents:
 
 class TestContent:
     def test_message_text_never_leaves_by_default(
-        self, tracker_mem: ConversationTracker, memory: InMemorySpanExporter
+        self, tracker_mem: ConversationTracker, spans: InMemorySpanExporter
     ) -> None:
         """Text is dropped; only its length travels."""
         tracker_mem.record("c1", "u1", "user_message", message="my card number is 1234")
-        _, event = _only_event(memory)
+        _, event = _only_event(spans)
         assert event[semconv.MESSAGE_LENGTH] == len("my card number is 1234")
         assert not any("1234" in str(value) for value in event.values())
 
     def test_content_capture_is_opt_in(
-        self, sdk: TracerProvider, memory: InMemorySpanExporter
+        self, sdk_provider: TracerProvider, spans: InMemorySpanExporter
     ) -> None:
         """With capture on, the text travels in the content attribute."""
-        tracker = ConversationTracker(sdk, user_id_key=KEY, capture_content=True)
+        tracker = ConversationTracker(sdk_provider, user_id_key=KEY, capture_content=True)
         tracker.record("c1", "u1", "agent_response", response="hello there")
-        _, event = _only_event(memory)
+        _, event = _only_event(spans)
         assert event[semconv.MESSAGE_CONTENT] == "hello there"
         assert event[semconv.RESPONSE_LENGTH] == len("hello there")
 
 
 class TestUserIds:
     def test_user_id_is_pseudonymised_by_default(
-        self, tracker_mem: ConversationTracker, memory: InMemorySpanExporter
+        self, tracker_mem: ConversationTracker, spans: InMemorySpanExporter
     ) -> None:
         """The raw user id never appears; the keyed hash does."""
         tracker_mem.record("c1", "alice@example.com", "started")
-        _, event = _only_event(memory)
+        _, event = _only_event(spans)
         assert event[semconv.USER_ID] == UserIdPseudonymizer(KEY)("alice@example.com")
         assert "alice" not in str(event[semconv.USER_ID])
 
@@ -238,10 +231,14 @@ class TestUserIds:
         assert UserIdPseudonymizer(b"a")("bob") == UserIdPseudonymizer(b"a")("bob")
         assert UserIdPseudonymizer(b"a")("bob") != UserIdPseudonymizer(b"b")("bob")
 
-    def test_opt_out_keeps_raw_ids(self, sdk: TracerProvider, memory: InMemorySpanExporter) -> None:
+    def test_opt_out_keeps_raw_ids(
+        self, sdk_provider: TracerProvider, spans: InMemorySpanExporter
+    ) -> None:
         """An explicit opt-out keeps raw ids."""
-        ConversationTracker(sdk, pseudonymize_user_ids=False).record("c1", "bob", "started")
-        assert _only_event(memory)[1][semconv.USER_ID] == "bob"
+        ConversationTracker(sdk_provider, pseudonymize_user_ids=False).record(
+            "c1", "bob", "started"
+        )
+        assert _only_event(spans)[1][semconv.USER_ID] == "bob"
 
     @pytest.mark.parametrize(("value", "hashed"), [("false", False), ("true", True), ("", True)])
     def test_env_opt_out(self, monkeypatch: pytest.MonkeyPatch, value: str, hashed: bool) -> None:
@@ -276,7 +273,7 @@ class TestNeverRaises:
     def test_bad_calls_are_counted_not_raised(
         self,
         tracker_mem: ConversationTracker,
-        memory: InMemorySpanExporter,
+        spans: InMemorySpanExporter,
         args: tuple[object, ...],
         kwargs: dict[str, object],
     ) -> None:
@@ -284,30 +281,30 @@ class TestNeverRaises:
         result = tracker_mem.record(*args, **kwargs)  # type: ignore[arg-type]
         assert not result.recorded
         assert tracker_mem.errors == 1
-        assert not any(span.events for span in memory.get_finished_spans())
+        assert not any(span.events for span in spans.get_finished_spans())
 
     @pytest.mark.parametrize("turn", ["three", [1], 2**40 * 1.5, True])
     def test_bad_attribute_value_keeps_the_event(
-        self, tracker_mem: ConversationTracker, memory: InMemorySpanExporter, turn: object
+        self, tracker_mem: ConversationTracker, spans: InMemorySpanExporter, turn: object
     ) -> None:
         """A value of the wrong type is dropped and counted; the event still records."""
         assert tracker_mem.record("c1", "u1", "user_message", turn=turn, message_length=3).recorded
-        _, event = _only_event(memory)
+        _, event = _only_event(spans)
         assert semconv.TURN not in event or isinstance(event[semconv.TURN], int)
         assert event[semconv.MESSAGE_LENGTH] == 3
 
     def test_hostile_strings_are_truncated(
-        self, tracker_mem: ConversationTracker, memory: InMemorySpanExporter
+        self, tracker_mem: ConversationTracker, spans: InMemorySpanExporter
     ) -> None:
         """Huge metadata values are capped, not passed through whole."""
         tracker_mem.record("c1", "u1", "user_message", note="x" * 1_000_000)
-        _, event = _only_event(memory)
+        _, event = _only_event(spans)
         assert len(str(event["conversation.metadata.note"])) <= 1024
 
 
 class TestAsync:
     def test_await_record_works(
-        self, tracker_mem: ConversationTracker, memory: InMemorySpanExporter
+        self, tracker_mem: ConversationTracker, spans: InMemorySpanExporter
     ) -> None:
         """``await tracker.record(...)`` works as in the article, and so does ``arecord``."""
 
@@ -318,7 +315,7 @@ class TestAsync:
 
         first, second = asyncio.run(agent())
         assert first and second and first != second
-        names = sorted(e.name for s in memory.get_finished_spans() for e in s.events)
+        names = sorted(e.name for s in spans.get_finished_spans() for e in s.events)
         assert names == ["conversation.completed", "conversation.started"]
 
 
@@ -334,7 +331,7 @@ class TestWithoutSdk:
             result = tracker.record("c1", "u1", "started", channel="web")
             assert not result.recorded, result
             assert tracker.errors == 0
-            assert not any(name.startswith("opentelemetry.sdk.") for name in sys.modules)
+            assert not any(name.startswith("opentelemetry.sdk_provider.") for name in sys.modules)
             print("ok")
             """
         )
