@@ -105,6 +105,31 @@ class TestOpenAI:
         [response] = _by_type(store.conversation("c-fail").events, "agent_response")
         assert "InternalServerError" in response["error_type"]
 
+    def test_streamed_answers_are_turns(
+        self,
+        openai_client: openai.OpenAI,
+        store: ConversationStore,
+        exporter: ConversationAnalyticsExporter,
+    ) -> None:
+        """Chat apps stream: each streamed completion is a turn with its answering model."""
+        with conversation("c-stream"):
+            for text in ("hi", "more"):
+                stream = openai_client.chat.completions.create(
+                    model=REQUEST_MODEL,
+                    messages=[{"role": "user", "content": text}],
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+                answer = "".join(
+                    chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices
+                )
+                assert answer == f"Echo: {text}"
+        assert exporter.force_flush()
+        events = store.conversation("c-stream").events
+        assert [e["turn"] for e in _by_type(events, "user_message")] == [1, 2]
+        responses = _by_type(events, "agent_response")
+        assert {e["response_model"] for e in responses} == {REQUEST_MODEL + "-2024-08-06"}
+
 
 class TestPydanticAI:
     TURNS = ("Hi there, I need help", "Where is order 12345?", "Thanks, bye")
