@@ -19,7 +19,7 @@ from auto_instrumentation import CHAT, EXECUTE_TOOL, INVOKE_AGENT, genai_span
 from conftest import TEST_USER_ID_KEY
 from opentelemetry.exporter.conversation_analytics import metrics as m
 from opentelemetry.exporter.conversation_analytics.collector.otlp import rows_from_traces
-from opentelemetry.exporter.conversation_analytics.derive import OTHER_ERROR, derive_rows
+from opentelemetry.exporter.conversation_analytics.derive import derive_rows
 from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
 from opentelemetry.exporter.conversation_analytics.extract import rows_from_spans
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore
@@ -105,7 +105,7 @@ class TestMapping:
                 span.set_status(Status(StatusCode.ERROR, "boom"))
         events = _events(store, exporter, "c-err")
         errors = {e["event_type"]: e["error_type"] for e in events if e["error_type"]}
-        assert errors == {"agent_response": "RateLimitError", "tool_called": OTHER_ERROR}
+        assert errors == {"agent_response": "RateLimitError", "tool_called": genai.OTHER_ERROR}
 
     def test_spans_outside_conversations_derive_nothing(
         self,
@@ -338,7 +338,7 @@ _KEYS = st.sampled_from(
             *genai.TOOL_NAME_ATTRIBUTES,
             *genai.REQUEST_MODEL_ATTRIBUTES,
             semconv.TURN,
-            semconv.TURN_ROOT,
+            semconv.PROCESSED,
             semconv.ERROR_TYPE,
             semconv.USER_ID,
         }
@@ -447,7 +447,6 @@ class TestReviewScenarios:
         raw = {genai.TRACELOOP_ASSOCIATION + "user_id": "alice@example.com"}
         with conversation("c-user"), genai_span(memory_provider, CHAT, model="m", extra=raw):
             pass
-        [span] = spans.get_finished_spans()
-        rows, _ = rows_from_spans([span])
+        rows, _ = rows_from_spans(spans.get_finished_spans())
         expected = UserIdPseudonymizer(TEST_USER_ID_KEY)("alice@example.com")
         assert {row.user_id for row in rows} == {expected}

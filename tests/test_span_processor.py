@@ -1,5 +1,6 @@
 """ConversationInstrumentor and its span processor: ids stamped on every span in a conversation,
-turn marks on GenAI spans, clean instrument/uninstrument, and suppression respected."""
+turns derived when a conversation's span tree ends, clean instrument/uninstrument, and
+suppression respected."""
 
 from __future__ import annotations
 
@@ -23,18 +24,28 @@ def _by_name(spans: InMemorySpanExporter) -> dict[str, ReadableSpan]:
     return {span.name: span for span in spans.get_finished_spans()}
 
 
-def _turns(spans: InMemorySpanExporter) -> list[tuple[str, object, object]]:
-    """(name, turn, opens a turn) of each GenAI span, in start order."""
+def _turns(spans: InMemorySpanExporter) -> list[tuple[int, list[str]]]:
+    """(turn, derived event kinds) of each ``conversation.turn`` span, in start order."""
     ordered = sorted(spans.get_finished_spans(), key=lambda span: span.start_time or 0)
     return [
         (
-            s.name,
-            (s.attributes or {}).get(semconv.TURN),
-            (s.attributes or {}).get(semconv.TURN_ROOT),
+            int((s.attributes or {})[semconv.TURN]),  # type: ignore[arg-type]
+            [event.name.removeprefix(semconv.EVENT_PREFIX) for event in s.events],
         )
         for s in ordered
-        if genai.span_role(s.attributes) is not None
+        if s.name == semconv.DERIVED_SPAN_NAME
     ]
+
+
+def _events(spans: InMemorySpanExporter) -> list[dict[str, object]]:
+    """The attributes of every derived event, in time order."""
+    events = [
+        {"event": event.name.removeprefix(semconv.EVENT_PREFIX), **(event.attributes or {})}
+        for s in spans.get_finished_spans()
+        if s.name == semconv.DERIVED_SPAN_NAME
+        for event in s.events
+    ]
+    return events
 
 
 class TestEntryPoint:
@@ -52,8 +63,8 @@ class TestStamping:
     def test_every_span_inside_gets_the_ids(
         self, memory_provider: TracerProvider, spans: InMemorySpanExporter
     ) -> None:
-        """Any span started inside the scope (GenAI or not) carries conversation, pseudonymised
-        user and agent; spans outside carry none."""
+        """Any span started inside the scope (GenAI or not) carries conversation and agent (no
+        user id: the pseudonym lives only on conversation events); spans outside carry none."""
         tracer = memory_provider.get_tracer("app")
         with (
             tracer.start_as_current_span("outside"),
@@ -64,8 +75,9 @@ class TestStamping:
         found = _by_name(spans)
         inside = found["db query"].attributes or {}
         assert inside[semconv.CONVERSATION_ID] == "c-1"
-        assert inside[semconv.USER_ID] == UserIdPseudonymizer(TEST_USER_ID_KEY)("alice")
+        assert semconv.USER_ID not in inside
         assert inside[semconv.AGENT_NAME] == "bot"
+        assert inside[semconv.PROCESSED] is True
         assert semconv.CONVERSATION_ID not in (found["outside"].attributes or {})
 
     def test_baggage_alone_is_enough(
@@ -78,7 +90,7 @@ class TestStamping:
                 pass
         finally:
             otel_context.detach(token)
-        [span] = spans.get_finished_spans()
+        [span] = [s for s in spans.get_finished_spans() if s.name != semconv.DERIVED_SPAN_NAME]
         assert (span.attributes or {})[semconv.CONVERSATION_ID] == "c-bag"
 
     def test_scope_wins_over_an_id_the_instrumentation_made_up(
@@ -93,8 +105,9 @@ class TestStamping:
             ),
         ):
             pass
-        [span] = spans.get_finished_spans()
+        [span] = [s for s in spans.get_finished_spans() if s.name != semconv.DERIVED_SPAN_NAME]
         assert (span.attributes or {})[semconv.CONVERSATION_ID] == "c-mine"
+        assert {e[semconv.CONVERSATION_ID] for e in _events(spans)} == {"c-mine"}
 
     def test_children_of_a_conversation_span_inherit_it(
         self, memory_provider: TracerProvider, spans: InMemorySpanExporter
@@ -125,7 +138,7 @@ class TestTurns:
         self, memory_provider: TracerProvider, spans: InMemorySpanExporter
     ) -> None:
         """An agent span opens a turn; model and tool spans inside belong to it; the answering
-        model reaches the agent span."""
+        model is the turn's response model."""
         with conversation("c"):
             for _ in range(2):
                 with genai_span(memory_provider, INVOKE_AGENT):
@@ -134,15 +147,24 @@ class TestTurns:
                     with genai_span(memory_provider, EXECUTE_TOOL, tool="lookup"):
                         pass
         assert _turns(spans) == [
-            ("invoke_agent", 1, True),
-            ("chat m", 1, False),
-            ("execute_tool lookup", 1, False),
-            ("invoke_agent", 2, True),
-            ("chat m", 2, False),
-            ("execute_tool lookup", 2, False),
+            (1, ["started", "user_message", "tool_called", "agent_response"]),
+            (2, ["user_message", "tool_called", "agent_response"]),
         ]
-        agents = [s for s in spans.get_finished_spans() if s.name == "invoke_agent"]
-        assert all((s.attributes or {})[semconv.RESPONSE_MODEL] == "m-1" for s in agents)
+        responses = [e for e in _events(spans) if e["event"] == "agent_response"]
+        assert [e[semconv.RESPONSE_MODEL] for e in responses] == ["m-1", "m-1"]
+        assert all(e[semconv.DERIVED] is True for e in _events(spans))
+
+    def test_derived_span_hangs_under_the_turns_first_span(
+        self, memory_provider: TracerProvider, spans: InMemorySpanExporter
+    ) -> None:
+        """The events' span is a child of the turn's outermost span, within its time."""
+        with conversation("c"), genai_span(memory_provider, INVOKE_AGENT):
+            pass
+        found = _by_name(spans)
+        agent, turn = found["invoke_agent"], found[semconv.DERIVED_SPAN_NAME]
+        assert turn.parent is not None and agent.context is not None
+        assert turn.parent.span_id == agent.context.span_id
+        assert (turn.start_time, turn.end_time) == (agent.start_time, agent.end_time)
 
     def test_model_calls_after_tool_requests_continue_the_turn(
         self, memory_provider: TracerProvider, spans: InMemorySpanExporter
@@ -158,11 +180,13 @@ class TestTurns:
                 pass
             with genai_span(memory_provider, CHAT, model="m", finish_reasons=("stop",)):
                 pass
+        # Each bare call is its own tree (nothing open between them): the first tree's turn
+        # goes on in the next two, and is answered by the call that asked for no tools.
         assert _turns(spans) == [
-            ("chat m", 1, True),
-            ("execute_tool lookup", 1, False),
-            ("chat m", 1, False),
-            ("chat m", 2, True),
+            (1, ["started", "user_message"]),
+            (1, ["tool_called"]),
+            (1, ["agent_response"]),
+            (2, ["user_message", "agent_response"]),
         ]
 
     def test_turns_are_counted_per_conversation(
@@ -170,13 +194,23 @@ class TestTurns:
     ) -> None:
         """Interleaved conversations each count their own turns."""
         for cid in ("a", "b", "a"):
-            with conversation(cid), genai_span(memory_provider, INVOKE_AGENT, extra={"k": cid}):
+            with conversation(cid), genai_span(memory_provider, INVOKE_AGENT):
                 pass
         marks = [
-            ((s.attributes or {})["k"], (s.attributes or {})[semconv.TURN])
-            for s in spans.get_finished_spans()
+            (e[semconv.CONVERSATION_ID], e[semconv.TURN])
+            for e in _events(spans)
+            if e["event"] == "user_message"
         ]
         assert marks == [("a", 1), ("b", 1), ("a", 2)]
+
+    def test_user_id_is_pseudonymised_once(
+        self, memory_provider: TracerProvider, spans: InMemorySpanExporter
+    ) -> None:
+        """The scope's user id reaches every derived event as its pseudonym, hashed once."""
+        with conversation("c", user_id="alice"), genai_span(memory_provider, INVOKE_AGENT):
+            pass
+        expected = UserIdPseudonymizer(TEST_USER_ID_KEY)("alice")
+        assert {e[semconv.USER_ID] for e in _events(spans)} == {expected}
 
 
 class TestLifecycle:

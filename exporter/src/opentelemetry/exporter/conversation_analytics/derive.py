@@ -1,22 +1,26 @@
-"""Conversation events derived from GenAI spans, for agents that record no events explicitly.
+"""Fallback: conversation events from GenAI spans that did not pass the conversation span
+processor (an agent sending OTLP without it, or only its exporter installed).
 
-A span in a conversation (``gen_ai.conversation.id`` or a variant) whose role is known
-(:mod:`opentelemetry.instrumentation.conversation.genai`) gives:
+Agents with the processor get their turns decided in the agent, over the whole span tree
+(:mod:`opentelemetry.instrumentation.conversation.turns`), and send the derived events; their
+spans carry ``conversation.processed`` and are skipped here. Without it, each span in a
+conversation (an id it carries, as ``genai.conversation_id_of`` reads it)
+is read on its own:
 
 ======================================  ==========================================================
 span                                    derived events
 ======================================  ==========================================================
-opens a turn (agent invocation, or a    ``user_message`` at its start, ``agent_response`` at its
-top-level model call)                   end (answering model, ``error.type``); on turn 1 also
+agent invocation, or a model call at    ``user_message`` at its start, ``agent_response`` at its
+a trace's root                          end (answering model, ``error.type``); on turn 1 also
                                         ``started``
 tool execution                          ``tool_called`` at its end (tool name, ``error.type``)
-any other GenAI span                    nothing (its model reaches the turn's root in the agent)
+any other GenAI span                    nothing
 ======================================  ==========================================================
 
-Whether a span opens a turn is marked in the agent by the conversation span processor
-(``conversation.turn.root``). Spans from agents without it fall back to: agent invocations open
-turns, model calls open one only when they are a trace's root. Completion, handoff and feedback
-are never derived: no span implies them.
+A span alone cannot say whether a model call answers a tool result or is a second
+instrumentation's view of the same call, so this path is approximate (the README says where).
+Raw user ids are pseudonymised here, once, since no agent-side processor did it. Completion,
+handoff and feedback are never derived: no span implies them.
 
 Derived rows have deterministic ids (trace, span, kind), so re-exports deduplicate; they are
 marked ``derived`` so the store counts them only where the conversation has no explicit event
@@ -40,14 +44,8 @@ from opentelemetry.instrumentation.conversation.genai import SpanRole
 from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer
 from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
 
-#: ``error.type`` for a failed span that names no error type (the semantic conventions' value).
-OTHER_ERROR: Final = "_OTHER"
-#: Span-name prefix of tool spans, stripped when the tool's name is only in the span name.
-_TOOL_SPAN_PREFIX: Final = "execute_tool "
 #: Context every derived event carries from its span, when the span has it.
 _CARRIED: Final = (
-    (semconv.USER_ID, genai.USER_ID_ATTRIBUTES),
-    (semconv.AGENT_NAME, genai.AGENT_NAME_ATTRIBUTES),
     (semconv.AGENT_VERSION, (semconv.AGENT_VERSION,)),
     (semconv.PROMPT_VERSION, (semconv.PROMPT_VERSION,)),
     (semconv.REQUEST_MODEL, genai.REQUEST_MODEL_ATTRIBUTES),
@@ -74,25 +72,25 @@ def derive_rows(
     role = genai.span_role(attributes)
     if role is None:
         return
-    conversation_id = genai.first_of(attributes, genai.CONVERSATION_ID_ATTRIBUTES)
+    conversation_id = genai.conversation_id_of(attributes)
     if conversation_id is None:
         return
-    common: dict[str, object] = {semconv.CONVERSATION_ID: conversation_id}
+    common: dict[str, object] = {semconv.CONVERSATION_ID: conversation_id, semconv.DERIVED: True}
     for target, names in _CARRIED:
         value = genai.first_of(attributes, names)
         if value is not None:
             common[target] = value
-    user = common.get(semconv.USER_ID)
-    if isinstance(user, str) and semconv.TURN_ROOT not in attributes:
-        # Not stamped by the conversation processor (an agent without it, via the collector):
-        # the user id is the instrumentation's raw one, so pseudonymise it here.
+    agent = genai.agent_name_of(attributes, role)
+    if agent is not None:
+        common[semconv.AGENT_NAME] = agent
+    user = genai.user_id_of(attributes)
+    if user is not None:
+        # No agent-side processor saw this span: the id is the instrumentation's raw one.
         common[semconv.USER_ID] = _pseudonymizer()(user)
-    error_type = attributes.get(semconv.ERROR_TYPE) or (OTHER_ERROR if failed else None)
+    error_type = attributes.get(semconv.ERROR_TYPE) or (genai.OTHER_ERROR if failed else None)
     events: list[tuple[ConversationEvent, int, dict[str, object]]] = []
     if role is SpanRole.TOOL:
-        tool = genai.first_of(attributes, genai.TOOL_NAME_ATTRIBUTES)
-        if tool is None:
-            tool = name.removeprefix(_TOOL_SPAN_PREFIX)
+        tool = genai.tool_name_of(attributes, name)
         events.append(
             (
                 ConversationEvent.TOOL_CALLED,
@@ -100,7 +98,7 @@ def derive_rows(
                 {**common, semconv.TOOL_NAME: tool, semconv.ERROR_TYPE: error_type},
             )
         )
-    elif _opens_turn(attributes, role, has_parent):
+    elif role is SpanRole.AGENT or (role is SpanRole.MODEL and not has_parent):
         if common.get(semconv.TURN) == 1:
             events.append((ConversationEvent.STARTED, start_ns, common))
         events.append((ConversationEvent.USER_MESSAGE, start_ns, common))
@@ -123,7 +121,6 @@ def derive_rows(
         except RejectedEvent as exc:
             rejected[exc.reason] += 1
             continue
-        row.derived = True
         rows.append(row)
 
 
@@ -131,10 +128,3 @@ def derive_rows(
 def _pseudonymizer() -> UserIdPseudonymizer:
     """Keyed as the agents' (``CONVERSATION_ANALYTICS_USER_ID_KEY``), made on first need."""
     return UserIdPseudonymizer()
-
-
-def _opens_turn(attributes: Mapping[str, object], role: SpanRole, has_parent: bool) -> bool:
-    marked = attributes.get(semconv.TURN_ROOT)
-    if isinstance(marked, bool):
-        return marked
-    return role is SpanRole.AGENT or (role is SpanRole.MODEL and not has_parent)

@@ -1,10 +1,18 @@
-"""Conversation events out of finished SDK spans (the collector has its own OTLP decoder):
-explicit ``conversation.*`` span events, and events derived from GenAI spans."""
+"""Conversation rows out of finished spans: one extractor for the in-process exporter (SDK spans)
+and the collector (OTLP spans), each reaching it through a small adapter (:class:`SpanView`).
+
+A span gives rows two ways: its ``conversation.*`` span events (recorded by the tracker, or
+derived in the agent by the conversation span processor and marked ``conversation.derived``), and,
+for GenAI spans that did not pass that processor (an agent without it, sending OTLP to the
+collector), the fallback derivation of :mod:`.derive`.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
@@ -16,59 +24,171 @@ from opentelemetry.exporter.conversation_analytics.rows import (
     row_from_attributes,
 )
 from opentelemetry.instrumentation.conversation import semconv
-from opentelemetry.instrumentation.conversation.genai import plain_attributes, span_role
+from opentelemetry.instrumentation.conversation.genai import ROLE_ATTRIBUTES, plain_attributes
+
+
+@dataclass
+class Extracted:
+    """Rows from a batch, and what was rejected (by reason, and as spans or log records)."""
+
+    rows: list[EventRow] = field(default_factory=list)
+    rejected: Counter[str] = field(default_factory=Counter)
+    rejected_items: int = 0
+
+    @property
+    def message(self) -> str:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(self.rejected.items()))
+        return f"conversation events rejected: {reasons}" if reasons else ""
+
+    def add_event(
+        self,
+        name: str,
+        attributes: Mapping[str, Any],
+        time_ns: int,
+        *,
+        service: str,
+        trace_id: str,
+        span_id: str,
+        store_content: bool,
+    ) -> bool:
+        """Add one event if it is a conversation event; False when it was rejected."""
+        kind = semconv.event_type_of(name)
+        if kind is None:
+            return True
+        try:
+            self.rows.append(
+                row_from_attributes(
+                    kind,
+                    attributes,
+                    time_ns,
+                    service_name=service,
+                    trace_id=trace_id,
+                    span_id=span_id,
+                    store_content=store_content,
+                )
+            )
+        except RejectedEvent as exc:
+            self.rejected[exc.reason] += 1
+            return False
+        return True
+
+
+class SpanView(Protocol):
+    """What extraction reads of one finished span, whatever its encoding."""
+
+    name: str
+    service: str
+    start_ns: int
+    end_ns: int
+    has_parent: bool
+    failed: bool
+
+    def ids(self) -> tuple[str, str]:
+        """(trace id, span id) in hex."""
+        ...
+
+    def may_have_role(self) -> bool:
+        """A cheap pre-check: whether any attribute could give the span a GenAI role."""
+        ...
+
+    def attributes(self) -> Mapping[str, Any]: ...
+
+    def conversation_events(self) -> Iterator[tuple[str, int, Mapping[str, Any]]]:
+        """(name, time, attributes) of the span's events named ``conversation.*``."""
+        ...
+
+
+def extract(spans: Iterable[SpanView], *, store_content: bool = False) -> Extracted:
+    """Rows for every conversation event of ``spans`` (explicit, derived in the agent, or
+    derived here from spans that did not pass the conversation span processor)."""
+    extracted = Extracted()
+    rejected = extracted.rejected
+    for span in spans:
+        before = rejected.total()
+        trace_id = span_id = ""
+        if span.may_have_role():
+            attributes = span.attributes()
+            if semconv.PROCESSED not in attributes:
+                trace_id, span_id = span.ids()
+                derive_rows(
+                    attributes,
+                    name=span.name,
+                    start_ns=span.start_ns,
+                    end_ns=span.end_ns,
+                    has_parent=span.has_parent,
+                    failed=span.failed,
+                    rows=extracted.rows,
+                    rejected=rejected,
+                    service=span.service,
+                    trace_id=trace_id,
+                    span_id=span_id,
+                )
+        for name, time_ns, attributes in span.conversation_events():
+            if not trace_id:
+                trace_id, span_id = span.ids()
+            extracted.add_event(
+                name,
+                attributes,
+                time_ns,
+                service=span.service,
+                trace_id=trace_id,
+                span_id=span_id,
+                store_content=store_content,
+            )
+        if rejected.total() != before:
+            extracted.rejected_items += 1
+    return extracted
+
+
+class SdkSpanView:
+    """A :class:`SpanView` of an SDK ``ReadableSpan`` (the in-process exporter's input)."""
+
+    __slots__ = (
+        "_attributes",
+        "_span",
+        "end_ns",
+        "failed",
+        "has_parent",
+        "name",
+        "service",
+        "start_ns",
+    )
+
+    def __init__(self, span: ReadableSpan) -> None:
+        self._span = span
+        self._attributes: Mapping[str, Any] | None = None
+        self.name = span.name
+        resource = span.resource
+        self.service = str(resource.attributes.get(semconv.SERVICE_NAME, "")) if resource else ""
+        self.start_ns = span.start_time or 0
+        self.end_ns = span.end_time or 0
+        self.has_parent = span.parent is not None
+        self.failed = span.status.status_code is StatusCode.ERROR
+
+    def ids(self) -> tuple[str, str]:
+        context = self._span.context
+        if context is None:
+            return "", ""
+        return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+    def may_have_role(self) -> bool:
+        return not ROLE_ATTRIBUTES.isdisjoint(self.attributes())
+
+    def attributes(self) -> Mapping[str, Any]:
+        if self._attributes is None:
+            self._attributes = plain_attributes(self._span.attributes)
+        return self._attributes
+
+    def conversation_events(self) -> Iterator[tuple[str, int, Mapping[str, Any]]]:
+        for event in self._span.events:
+            name = event.name
+            if name.startswith(semconv.EVENT_PREFIX):
+                yield name, event.timestamp, plain_attributes(event.attributes)
 
 
 def rows_from_spans(
     spans: Iterable[ReadableSpan], *, store_content: bool = False
 ) -> tuple[list[EventRow], Counter[str]]:
-    """Rows for every ``conversation.*`` span event and every event a GenAI span implies, and
-    rejected events counted by reason."""
-    rows: list[EventRow] = []
-    rejected: Counter[str] = Counter()
-    for span in spans:
-        events = span.events
-        attributes = plain_attributes(span.attributes)
-        role = span_role(attributes)
-        if not events and role is None:
-            continue
-        context = span.context
-        trace_id = span_id = ""
-        if context is not None:
-            trace_id = format(context.trace_id, "032x")
-            span_id = format(context.span_id, "016x")
-        resource = span.resource
-        service = resource.attributes.get(semconv.SERVICE_NAME, "") if resource else ""
-        if role is not None:
-            derive_rows(
-                attributes,
-                name=span.name,
-                start_ns=span.start_time or 0,
-                end_ns=span.end_time or 0,
-                has_parent=span.parent is not None,
-                failed=span.status.status_code is StatusCode.ERROR,
-                rows=rows,
-                rejected=rejected,
-                service=str(service),
-                trace_id=trace_id,
-                span_id=span_id,
-            )
-        for event in events:
-            kind = semconv.event_type_of(event.name)
-            if kind is None:
-                continue
-            try:
-                rows.append(
-                    row_from_attributes(
-                        kind,
-                        plain_attributes(event.attributes),
-                        event.timestamp,
-                        service_name=str(service),
-                        trace_id=trace_id,
-                        span_id=span_id,
-                        store_content=store_content,
-                    )
-                )
-            except RejectedEvent as exc:
-                rejected[exc.reason] += 1
-    return rows, rejected
+    """Rows for the conversation events of finished SDK spans, and rejections by reason."""
+    extracted = extract(map(SdkSpanView, spans), store_content=store_content)
+    return extracted.rows, extracted.rejected

@@ -179,6 +179,7 @@ _FIELDS: Final[dict[str, tuple[str, Callable[[object], object]]]] = {
     semconv.ABANDON_INFERRED: ("abandon_inferred", _bool),
     semconv.REPHRASE: ("rephrase", _bool),
     semconv.REPHRASE_SIMILARITY: ("rephrase_similarity", _float),
+    semconv.DERIVED: ("derived", _bool),
 }
 _IDS: Final = frozenset({semconv.CONVERSATION_ID, semconv.EVENT_ID})
 

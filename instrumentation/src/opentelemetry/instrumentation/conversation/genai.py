@@ -1,14 +1,16 @@
 """What a GenAI span means for a conversation, across the instrumentations agents already use.
 
-The OpenTelemetry GenAI semantic conventions come first; OpenInference (Arize, Phoenix) and
-OpenLLMetry (Traceloop) name the same facts differently, so each fact has a list of attribute
-names, tried in order. The span processor (in the agent) and the extraction layer (exporter and
-collector) both classify spans here, so they can never disagree.
+The OpenTelemetry GenAI semantic conventions come first; OpenInference (Arize, Phoenix, the
+OpenAI Agents SDK instrumentation), OpenLLMetry (Traceloop) and LangChain/LangGraph run metadata
+name the same facts differently, so each fact has a list of attribute names, tried in order. The
+span processor (in the agent) and the extraction layer (exporter and collector) both read spans
+here, so they can never disagree. This is the only module that spells other projects' names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterator, Mapping
 from enum import Enum
 from typing import Any, Final
 
@@ -19,46 +21,71 @@ class SpanRole(str, Enum):
     """The part a span plays in a conversation turn."""
 
     AGENT = "agent"  # one agent invocation: handles one user message
+    CHAIN = "chain"  # a workflow, chain or graph run: a turn when it calls a model
     MODEL = "model"  # one model call (chat, completion)
     TOOL = "tool"  # one tool execution
 
 
-# Attributes of other instrumentations (the only module that spells them).
+# Attributes of other instrumentations.
 OPENINFERENCE_SPAN_KIND: Final = "openinference.span.kind"
 OPENINFERENCE_SESSION_ID: Final = "session.id"
+OPENINFERENCE_USER_ID: Final = semconv.USER_ID
+OPENINFERENCE_METADATA: Final = "metadata"
 OPENINFERENCE_TOOL_NAME: Final = "tool.name"
 OPENINFERENCE_MODEL_NAME: Final = "llm.model_name"
 OPENINFERENCE_AGENT_NAME: Final = "agent.name"
+OPENINFERENCE_FINISH_REASON: Final = "llm.finish_reason"
+OPENINFERENCE_OUTPUT_MESSAGES: Final = "llm.output_messages."
+OPENINFERENCE_TOOL_CALL_NAME: Final = ".tool_call.function.name"
 TRACELOOP_SPAN_KIND: Final = "traceloop.span.kind"
 TRACELOOP_ENTITY_NAME: Final = "traceloop.entity.name"
 TRACELOOP_ASSOCIATION: Final = "traceloop.association.properties."
+TRACELOOP_COMPLETION: Final = "gen_ai.completion."
+TRACELOOP_TOOL_CALL_NAME: Final = ".name"
 LLM_REQUEST_TYPE: Final = "llm.request.type"
 LLM_REQUEST_MODEL: Final = "llm.request.model"
 LLM_RESPONSE_MODEL: Final = "llm.response.model"
+LANGFUSE_SESSION_ID: Final = "langfuse.session.id"
+LANGFUSE_USER_ID: Final = "langfuse.user.id"
+ENDUSER_ID: Final = "enduser.id"
 FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
 
-#: ``gen_ai.operation.name`` values, by role.
+#: Keys of LangChain/LangGraph run metadata (and of Traceloop association properties) that name
+#: the conversation, in order of preference.
+METADATA_CONVERSATION_KEYS: Final = ("conversation_id", "session_id", "thread_id")
+METADATA_USER_KEYS: Final = ("user_id",)
+
+#: ``gen_ai.operation.name`` values, by role (older and latest GenAI conventions).
 OPERATION_ROLES: Final[Mapping[str, SpanRole]] = {
     "invoke_agent": SpanRole.AGENT,
+    "invoke_workflow": SpanRole.CHAIN,
     "chat": SpanRole.MODEL,
     "text_completion": SpanRole.MODEL,
     "generate_content": SpanRole.MODEL,
+    "responses": SpanRole.MODEL,
     "execute_tool": SpanRole.TOOL,
 }
 OPENINFERENCE_ROLES: Final[Mapping[str, SpanRole]] = {
     "AGENT": SpanRole.AGENT,
+    "CHAIN": SpanRole.CHAIN,
     "LLM": SpanRole.MODEL,
     "TOOL": SpanRole.TOOL,
 }
-TRACELOOP_ROLES: Final[Mapping[str, SpanRole]] = {"agent": SpanRole.AGENT, "tool": SpanRole.TOOL}
+TRACELOOP_ROLES: Final[Mapping[str, SpanRole]] = {
+    "agent": SpanRole.AGENT,
+    "workflow": SpanRole.CHAIN,
+    "task": SpanRole.CHAIN,
+    "tool": SpanRole.TOOL,
+}
 LLM_REQUEST_TYPE_ROLES: Final[Mapping[str, SpanRole]] = {
     "chat": SpanRole.MODEL,
     "completion": SpanRole.MODEL,
 }
 _ROLE_ATTRIBUTES: Final = (
-    (semconv.OPERATION_NAME, OPERATION_ROLES),
     (OPENINFERENCE_SPAN_KIND, OPENINFERENCE_ROLES),
     (TRACELOOP_SPAN_KIND, TRACELOOP_ROLES),
+    (semconv.OPERATION_NAME, OPERATION_ROLES),
     (LLM_REQUEST_TYPE, LLM_REQUEST_TYPE_ROLES),
 )
 #: Attributes that can give a span a role (a cheap pre-check before decoding all attributes).
@@ -68,21 +95,40 @@ ROLE_ATTRIBUTES: Final = frozenset(name for name, _ in _ROLE_ATTRIBUTES)
 CONVERSATION_ID_ATTRIBUTES: Final = (
     semconv.CONVERSATION_ID,
     OPENINFERENCE_SESSION_ID,
-    TRACELOOP_ASSOCIATION + "conversation_id",
-    TRACELOOP_ASSOCIATION + "session_id",
+    *(TRACELOOP_ASSOCIATION + key for key in METADATA_CONVERSATION_KEYS),
+    LANGFUSE_SESSION_ID,
 )
-USER_ID_ATTRIBUTES: Final = (semconv.USER_ID, TRACELOOP_ASSOCIATION + "user_id")
+USER_ID_ATTRIBUTES: Final = (
+    semconv.USER_ID,
+    ENDUSER_ID,
+    *(TRACELOOP_ASSOCIATION + key for key in METADATA_USER_KEYS),
+    LANGFUSE_USER_ID,
+)
 AGENT_NAME_ATTRIBUTES: Final = (semconv.AGENT_NAME, OPENINFERENCE_AGENT_NAME)
 REQUEST_MODEL_ATTRIBUTES: Final = (
     semconv.REQUEST_MODEL,
-    OPENINFERENCE_MODEL_NAME,
     LLM_REQUEST_MODEL,
+    OPENINFERENCE_MODEL_NAME,
 )
-RESPONSE_MODEL_ATTRIBUTES: Final = (semconv.RESPONSE_MODEL, LLM_RESPONSE_MODEL)
+#: OpenInference's ``llm.model_name`` is the model the API answered with.
+RESPONSE_MODEL_ATTRIBUTES: Final = (
+    semconv.RESPONSE_MODEL,
+    LLM_RESPONSE_MODEL,
+    OPENINFERENCE_MODEL_NAME,
+)
 TOOL_NAME_ATTRIBUTES: Final = (semconv.TOOL_NAME, OPENINFERENCE_TOOL_NAME, TRACELOOP_ENTITY_NAME)
 
 #: Finish reasons meaning "the model asked for tools": the next model call continues the turn.
 TOOL_FINISH_REASONS: Final = frozenset({"tool_calls", "tool_call", "tool_use", "function_call"})
+_FINISH_REASON_ATTRIBUTES: Final = (
+    FINISH_REASONS,
+    OPENINFERENCE_FINISH_REASON,
+    TRACELOOP_COMPLETION + "0.finish_reason",
+)
+#: ``error.type`` for a failed span that names no error type (the semantic conventions' value).
+OTHER_ERROR: Final = "_OTHER"
+#: Span-name prefix of tool spans, stripped when the tool's name is only in the span name.
+TOOL_SPAN_PREFIX: Final = "execute_tool "
 
 
 def plain_attributes(attributes: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -117,10 +163,110 @@ def first_of(attributes: Mapping[str, object], names: tuple[str, ...]) -> object
     return None
 
 
-def asks_for_tools(finish_reasons: object) -> bool:
+def _text(value: object) -> str | None:
+    if type(value) is int:
+        return str(value)
+    return value if type(value) is str and value else None
+
+
+def _metadata(attributes: Mapping[str, object]) -> Mapping[str, object]:
+    """LangChain/LangGraph run metadata as OpenInference records it (a JSON object string)."""
+    raw = attributes.get(OPENINFERENCE_METADATA)
+    if type(raw) is not str or not raw.startswith("{"):
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _from_metadata(attributes: Mapping[str, object], keys: tuple[str, ...]) -> str | None:
+    metadata = _metadata(attributes)
+    configurable = metadata.get("configurable")
+    for source in (metadata, configurable if isinstance(configurable, dict) else {}):
+        for key in keys:
+            found = _text(source.get(key))
+            if found is not None:
+                return found
+    return None
+
+
+def conversation_id_of(attributes: Mapping[str, object]) -> str | None:
+    """The conversation id an instrumentation put on a span: the conventions' attributes, then
+    LangChain/LangGraph run metadata (``conversation_id``, ``session_id``, ``thread_id``)."""
+    found = _text(first_of(attributes, CONVERSATION_ID_ATTRIBUTES))
+    if found is not None:
+        return found
+    return _from_metadata(attributes, METADATA_CONVERSATION_KEYS)
+
+
+def user_id_of(attributes: Mapping[str, object]) -> str | None:
+    """The raw user id an instrumentation put on a span (to be pseudonymised exactly once)."""
+    found = _text(first_of(attributes, USER_ID_ATTRIBUTES))
+    if found is not None:
+        return found
+    return _from_metadata(attributes, METADATA_USER_KEYS)
+
+
+def agent_name_of(attributes: Mapping[str, object], role: SpanRole | None) -> str | None:
+    """The agent a span names: ``gen_ai.agent.name``, OpenInference's ``agent.name``, or the
+    entity name of a Traceloop ``@agent`` span."""
+    found = _text(first_of(attributes, AGENT_NAME_ATTRIBUTES))
+    if found is None and role is SpanRole.AGENT:
+        found = _text(attributes.get(TRACELOOP_ENTITY_NAME))
+    return found
+
+
+def tool_name_of(attributes: Mapping[str, object], span_name: str) -> str:
+    found = _text(first_of(attributes, TOOL_NAME_ATTRIBUTES))
+    return found if found is not None else span_name.removeprefix(TOOL_SPAN_PREFIX)
+
+
+def asks_for_tools(attributes: Mapping[str, object]) -> bool:
     """Whether a model call ended by asking for tool results (so the turn goes on)."""
-    if isinstance(finish_reasons, str):
-        return finish_reasons in TOOL_FINISH_REASONS
-    if isinstance(finish_reasons, (list, tuple)):
-        return any(reason in TOOL_FINISH_REASONS for reason in finish_reasons)
+    for name in _FINISH_REASON_ATTRIBUTES:
+        reasons = attributes.get(name)
+        if isinstance(reasons, str):
+            reasons = (reasons,)
+        if isinstance(reasons, (list, tuple)) and any(r in TOOL_FINISH_REASONS for r in reasons):
+            return True
     return False
+
+
+def tool_calls_of(attributes: Mapping[str, object]) -> list[str]:
+    """Names of the tools a model call asked for, as its instrumentation recorded the output
+    (OpenInference and OpenLLMetry flattened messages, or the latest conventions'
+    ``gen_ai.output.messages``); empty when the output was not captured."""
+    names: list[str] = []
+    for key, value in attributes.items():
+        if type(value) is not str or not value:
+            continue
+        if (
+            key.startswith(OPENINFERENCE_OUTPUT_MESSAGES)
+            and key.endswith(OPENINFERENCE_TOOL_CALL_NAME)
+        ) or (
+            key.startswith(TRACELOOP_COMPLETION)
+            and ".tool_calls." in key
+            and key.endswith(TRACELOOP_TOOL_CALL_NAME)
+        ):
+            names.append(value)
+    if not names:
+        names.extend(_output_message_tool_calls(attributes.get(OUTPUT_MESSAGES)))
+    return names
+
+
+def _output_message_tool_calls(raw: object) -> Iterator[str]:
+    if type(raw) is not str or "tool_call" not in raw:
+        return
+    try:
+        messages = json.loads(raw)
+    except ValueError:
+        return
+    for message in messages if isinstance(messages, list) else ():
+        parts = message.get("parts") if isinstance(message, dict) else None
+        for part in parts if isinstance(parts, list) else ():
+            if isinstance(part, dict) and part.get("type") == "tool_call":
+                name = _text(part.get("name"))
+                if name is not None:
+                    yield name

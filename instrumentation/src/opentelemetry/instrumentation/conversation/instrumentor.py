@@ -69,6 +69,7 @@ class ConversationInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 user_id_key=kwargs.get("user_id_key"),
                 pseudonymize_user_ids=kwargs.get("pseudonymize_user_ids"),
                 agent_name=kwargs.get("agent_name"),
+                tracer_provider=provider,
             )
             self._processors[provider] = processor
             add(processor)

@@ -1,15 +1,21 @@
-"""``ConversationSpanProcessor``: stamps the current conversation onto every span started inside it.
+"""``ConversationSpanProcessor``: turns a conversation's GenAI spans into conversation events.
 
-Many GenAI instrumentations never set ``gen_ai.conversation.id``; the agent knows it (a
-:func:`~.context.conversation` scope, or baggage from its front end), so this processor copies it
-onto each span at start, with the pseudonymised ``user.id`` and ``gen_ai.agent.name``.
+At span start it stamps the current conversation (a :func:`~.context.conversation` scope, its
+baggage from a front end, a parent span in a conversation, or an id the framework put on the span)
+on every span started inside it, with ``gen_ai.agent.name`` and a ``conversation.processed`` mark.
 
-It also marks turns on GenAI spans, because only the agent process sees span parentage as it
-happens: ``conversation.turn`` (a per-process ordinal) and ``conversation.turn.root`` (``True`` on
-the span that opens a user turn). A turn opens at an agent invocation, or at a model call that is
-neither inside an agent invocation nor the continuation of a model call that asked for tools.
-The extraction layer turns the marked spans into ``user_message``/``agent_response``/``tool_called``
-events. Imported only when the SDK is present (the instrumentor checks).
+Turns are decided later, when the conversation's local span tree (the spans that started inside
+it in this process, below one parent outside it) has ended: instrumentations name their spans at
+different moments, so only final attributes tell an agent run from a chain, a model call from the
+same call seen by a second instrumentation, or a call that asked for tools
+(:mod:`~.turns`). The tree's turns are then emitted as span events (``user_message``,
+``tool_called``, ``agent_response``, ``started`` on the first turn, each marked
+``conversation.derived``) on a short ``conversation.turn`` span under each turn's first span, so
+the in-process exporter and the OTLP collector read exactly the same events.
+
+User ids are pseudonymised here, once: the scope's, or the raw id an instrumentation put on a span
+(``user.id``, ``enduser.id``, association properties, run metadata). Imported only when the SDK
+is present (the instrumentor checks); never raises into the agent.
 """
 
 from __future__ import annotations
@@ -17,24 +23,34 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import NonRecordingSpan, SpanContext, StatusCode, Tracer, TracerProvider
 
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.instrumentation.conversation import genai, semconv
 from opentelemetry.instrumentation.conversation.context import (
-    ConversationScope,
     agents_seen,
     baggage_key,
     current_conversation,
 )
 from opentelemetry.instrumentation.conversation.genai import SpanRole
 from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer
+from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
+from opentelemetry.instrumentation.conversation.turns import (
+    SpanNode,
+    Turn,
+    TurnState,
+    assign_turns,
+)
+from opentelemetry.instrumentation.conversation.version import __version__
 
 _logger = logging.getLogger(__name__)
 
@@ -43,28 +59,29 @@ MAX_CONVERSATIONS: Final = 10_000
 #: Open spans tracked at once (a span never ended would otherwise be kept forever).
 MAX_OPEN_SPANS: Final = 100_000
 
+Attributes = dict[str, str | bool | int]
 
-@dataclass(slots=True)
-class _Turns:
-    """One conversation's turn state in this process."""
 
-    turn: int = 0
-    awaiting_tools: bool = False
+@dataclass(slots=True, eq=False)
+class _Tree:
+    """A conversation's spans in this process since none of them was open: one burst of
+    activity (a request, a run), with the scope's user and agent."""
+
+    conversation_id: str
+    user: str | None = None
+    agent: str | None = None
+    open: int = 0
+    nodes: list[SpanNode] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class _Open:
-    """An open span inside a conversation: its conversation, its turn (0: none yet) and role."""
-
-    conversation_id: str
-    turn: int
-    role: SpanRole | None
-    root: Span | None
-    agent: str | None
+    node: SpanNode
+    tree: _Tree
 
 
 class ConversationSpanProcessor(SpanProcessor):
-    """Stamps conversation ids and turn marks at span start; never raises into the agent."""
+    """Stamps conversations at span start and derives their turns when a tree ends."""
 
     def __init__(
         self,
@@ -72,6 +89,7 @@ class ConversationSpanProcessor(SpanProcessor):
         user_id_key: str | bytes | None = None,
         pseudonymize_user_ids: bool | None = None,
         agent_name: str | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.enabled = True
         #: The agent for spans that name none (as the tracker's ``agent_name``), so explicit
@@ -79,10 +97,14 @@ class ConversationSpanProcessor(SpanProcessor):
         self._agent_name = agent_name or os.environ.get(semconv.ENV_AGENT_NAME) or None
         self._baggage_key = baggage_key()  # read once, as SDK components read their env
         self._pseudonymize = UserIdPseudonymizer(user_id_key, pseudonymize_user_ids)
-        self._turns: OrderedDict[str, _Turns] = OrderedDict()
+        # Weakly: the instrumentor keeps processors in a dict weakly keyed by their provider.
+        self._provider = weakref.ref(tracer_provider) if tracer_provider is not None else None
+        self._tracer: Tracer | None = None
+        self._turns: OrderedDict[str, TurnState] = OrderedDict()
         self._open: dict[int, _Open] = {}
+        #: The open tree of each conversation active right now.
+        self._active: dict[str, _Tree] = {}
         self._lock = threading.Lock()
-        self._pseudonyms: dict[str, str] = {}
         self._failures = 0
 
     def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
@@ -91,7 +113,8 @@ class ConversationSpanProcessor(SpanProcessor):
         try:
             if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY, parent_context):
                 return
-            self._start(span, parent_context)
+            if span.name != semconv.DERIVED_SPAN_NAME:
+                self._start(span, parent_context)
         except Exception:  # never raise into the agent
             self._fail("on_start")
 
@@ -103,7 +126,7 @@ class ConversationSpanProcessor(SpanProcessor):
         except Exception:
             self._fail("on_end")
 
-    # ---- internals -------------------------------------------------------------------------------
+    # ---- start: stamp and track -----------------------------------------------------------------
 
     def _start(self, span: Span, parent_context: otel_context.Context | None) -> None:
         parent = span.parent
@@ -113,97 +136,35 @@ class ConversationSpanProcessor(SpanProcessor):
         if scope is not None and scope.conversation_id is not None:
             conversation_id: str = scope.conversation_id
         elif parent_open is not None:
-            conversation_id = parent_open.conversation_id
+            conversation_id = parent_open.tree.conversation_id
         else:
-            own = genai.first_of(attributes, genai.CONVERSATION_ID_ATTRIBUTES)
-            if type(own) is not str or not own:
+            own = genai.conversation_id_of(attributes)
+            if own is None or len(own) > semconv.MAX_ID_LENGTH:
                 return
             conversation_id = own
-        stamps: dict[str, str | int | bool] = {semconv.CONVERSATION_ID: conversation_id}
-        agent = self._stamp(stamps, attributes, scope, parent_open)
-        if agent and (scope is None or not scope.agent):
-            agents_seen.remember(conversation_id, agent)
-        role = genai.span_role(attributes)
+        in_parent = parent_open is not None and parent_open.tree.conversation_id == conversation_id
+        node = SpanNode(parent_open.node if in_parent and parent_open is not None else None)
+        span_id = span.get_span_context().span_id
         with self._lock:
-            turn, root = self._turn_of(span, conversation_id, role, parent_open)
+            tree = self._active.get(conversation_id)
+            if tree is None:
+                tree = self._active[conversation_id] = _Tree(conversation_id)
+            if scope is not None:
+                tree.user = tree.user or scope.user_id
+                tree.agent = tree.agent or scope.agent
             if len(self._open) >= MAX_OPEN_SPANS:
-                self._open.pop(next(iter(self._open)))
-            context = span.get_span_context()
-            if context is not None:
-                self._open[context.span_id] = _Open(conversation_id, turn, role, root, agent)
-        if role is not None:
-            # Always set on GenAI spans: it also tells the extraction this span passed here.
-            stamps[semconv.TURN_ROOT] = root is span
-            if turn:
-                stamps[semconv.TURN] = turn
+                evicted = self._open.pop(next(iter(self._open)))
+                evicted.tree.open -= 1
+            tree.open += 1
+            tree.nodes.append(node)
+            self._open[span_id] = _Open(node, tree)
+        stamps: Attributes = {semconv.CONVERSATION_ID: conversation_id, semconv.PROCESSED: True}
+        agent = scope.agent if scope is not None else None
+        if agent or (self._agent_name and semconv.AGENT_NAME not in attributes):
+            stamps[semconv.AGENT_NAME] = agent or self._agent_name  # type: ignore[assignment]
         span.set_attributes(stamps)  # one call: each takes the span's lock and validates
 
-    def _stamp(
-        self,
-        stamps: dict[str, str | int | bool],
-        attributes: Mapping[str, object],
-        scope: ConversationScope | None,
-        parent_open: _Open | None,
-    ) -> str | None:
-        """Add the user and agent to ``stamps``; return the agent this span runs under (its
-        subtree inherits it).
-
-        The conversation id is always stamped: an explicit scope or baggage wins over an id an
-        instrumentation made up on its own, so explicit events (recorded under the scope's id)
-        and spans land in one conversation.
-        """
-        user = scope.user_id if scope is not None else None
-        if not user:  # an instrumentation's own user id (OpenLLMetry's association property)
-            own_user = genai.first_of(attributes, genai.USER_ID_ATTRIBUTES)
-            user = own_user if isinstance(own_user, str) else None
-        if user:
-            stamps[semconv.USER_ID] = self._pseudonym(user)
-        agent = scope.agent if scope is not None else None
-        if agent:
-            stamps[semconv.AGENT_NAME] = agent
-            return agent
-        own = attributes.get(semconv.AGENT_NAME)
-        if isinstance(own, str) and own:
-            return own
-        inherited = parent_open.agent if parent_open is not None else None
-        agent = inherited or self._agent_name
-        if agent:
-            stamps[semconv.AGENT_NAME] = agent
-        return agent
-
-    def _pseudonym(self, user_id: str) -> str:
-        found = self._pseudonyms.get(user_id)
-        if found is None:
-            found = self._pseudonymize(user_id)
-            if len(self._pseudonyms) >= 1024:
-                self._pseudonyms.clear()
-            self._pseudonyms[user_id] = found
-        return found
-
-    def _turn_of(
-        self,
-        span: Span,
-        conversation_id: str,
-        role: SpanRole | None,
-        parent_open: _Open | None,
-    ) -> tuple[int, Span | None]:
-        """(turn, the turn's root span) for a span starting now; called under the lock."""
-        if parent_open is not None and parent_open.turn:
-            return parent_open.turn, parent_open.root  # inside a turn already
-        state = self._turns.get(conversation_id)
-        if state is None:
-            state = self._turns[conversation_id] = _Turns()
-            if len(self._turns) > MAX_CONVERSATIONS:
-                self._turns.popitem(last=False)
-        else:
-            self._turns.move_to_end(conversation_id)
-        if role is SpanRole.AGENT or (role is SpanRole.MODEL and not state.awaiting_tools):
-            state.turn += 1
-            state.awaiting_tools = False
-            return state.turn, span
-        if role is not None:  # a tool, or a model call answering tool results: same turn
-            return state.turn, None
-        return 0, None
+    # ---- end: record final facts; derive when the tree has ended ---------------------------------
 
     def _end(self, span: ReadableSpan) -> None:
         context = span.get_span_context()
@@ -211,24 +172,78 @@ class ConversationSpanProcessor(SpanProcessor):
             return
         with self._lock:
             entry = self._open.pop(context.span_id, None)
-            if entry is None or entry.role is not SpanRole.MODEL:
+        if entry is None:
+            return
+        node = entry.node
+        attributes = genai.plain_attributes(span.attributes)
+        _record(node, span, attributes)
+        tree = entry.tree
+        with self._lock:
+            tree.open -= 1
+            if tree.open > 0:
                 return
-            attributes = genai.plain_attributes(span.attributes)
-            asks = genai.asks_for_tools(attributes.get(genai.FINISH_REASONS))
-            state = self._turns.get(entry.conversation_id)
-            if state is not None:
-                state.awaiting_tools = asks
-        root = entry.root
-        if (
-            root is not None
-            and root is not span
-            and root.is_recording()
-            and semconv.RESPONSE_MODEL not in (root.attributes or {})
-        ):
-            # The turn's root (an agent span, still open) learns the model that answered.
-            model = genai.first_of(attributes, genai.RESPONSE_MODEL_ATTRIBUTES)
-            if isinstance(model, str) and model:
-                root.set_attribute(semconv.RESPONSE_MODEL, model)
+            if self._active.get(tree.conversation_id) is tree:
+                del self._active[tree.conversation_id]
+            state = self._state(tree.conversation_id)
+            turns = assign_turns(tree.nodes, state)
+        if turns:
+            self._emit(tree, turns)
+
+    def _state(self, conversation_id: str) -> TurnState:
+        """The conversation's turn state; called under the lock."""
+        state = self._turns.get(conversation_id)
+        if state is None:
+            state = self._turns[conversation_id] = TurnState()
+            if len(self._turns) > MAX_CONVERSATIONS:
+                self._turns.popitem(last=False)
+        else:
+            self._turns.move_to_end(conversation_id)
+        return state
+
+    def _emit(self, tree: _Tree, turns: list[Turn]) -> None:
+        tracer = self._get_tracer()
+        if tracer is None:
+            return
+        conversation_id = tree.conversation_id
+        for turn in turns:
+            agent = tree.agent or turn.agent or self._agent_name
+            if turn.agent and tree.agent is None:
+                agents_seen.remember(conversation_id, turn.agent)
+            user = tree.user or turn.user
+            common: Attributes = {
+                semconv.CONVERSATION_ID: conversation_id,
+                semconv.DERIVED: True,
+                semconv.TURN: turn.number,
+            }
+            if user:
+                common[semconv.USER_ID] = self._pseudonymize(user)
+            if agent:
+                common[semconv.AGENT_NAME] = agent
+            if turn.request_model:
+                common[semconv.REQUEST_MODEL] = turn.request_model
+            first = turn.first.context
+            events = _events(turn)
+            if not events or not isinstance(first, SpanContext):
+                continue
+            prefix = f"{first.trace_id:032x}{first.span_id:016x}"
+            parent = trace.set_span_in_context(NonRecordingSpan(first))
+            span = tracer.start_span(
+                semconv.DERIVED_SPAN_NAME,
+                context=parent,
+                start_time=turn.start_ns,
+                attributes={semconv.CONVERSATION_ID: conversation_id, semconv.TURN: turn.number},
+            )
+            for index, (kind, time_ns, extra) in enumerate(events):
+                attributes = {**common, **extra, semconv.EVENT_ID: f"{prefix}-{index}"}
+                span.add_event(kind.event_name, attributes, timestamp=time_ns)
+            span.end(end_time=max(turn.end_ns, turn.start_ns))
+
+    def _get_tracer(self) -> Tracer | None:
+        if self._tracer is None:
+            provider = self._provider() if self._provider is not None else None
+            provider = provider or trace.get_tracer_provider()
+            self._tracer = provider.get_tracer(__name__, __version__)
+        return self._tracer
 
     def _fail(self, where: str) -> None:
         self._failures += 1
@@ -242,3 +257,55 @@ class ConversationSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+def _record(node: SpanNode, span: ReadableSpan, attributes: Mapping[str, object]) -> None:
+    """Copy what turn assignment needs from a finished span onto its node."""
+    role = genai.span_role(attributes)
+    node.role = role
+    node.name = span.name
+    node.start_ns = span.start_time or 0
+    node.end_ns = span.end_time or node.start_ns
+    node.context = span.get_span_context()
+    if role is None:
+        return
+    node.agent = genai.agent_name_of(attributes, role)
+    node.user = genai.user_id_of(attributes)
+    error = attributes.get(semconv.ERROR_TYPE)
+    if isinstance(error, str) and error:
+        node.error_type = error
+    elif span.status.status_code is StatusCode.ERROR:
+        node.error_type = genai.OTHER_ERROR
+    if role is SpanRole.MODEL:
+        node.request_model = _text(genai.first_of(attributes, genai.REQUEST_MODEL_ATTRIBUTES))
+        node.response_model = _text(genai.first_of(attributes, genai.RESPONSE_MODEL_ATTRIBUTES))
+        node.asks_for_tools = genai.asks_for_tools(attributes)
+        node.tool_calls = tuple(genai.tool_calls_of(attributes))
+    elif role is SpanRole.TOOL:
+        node.tool = genai.tool_name_of(attributes, span.name)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _events(turn: Turn) -> list[tuple[ConversationEvent, int, Attributes]]:
+    """The derived events of one turn, in time order."""
+    events: list[tuple[ConversationEvent, int, Attributes]] = []
+    if turn.opened:
+        if turn.number == 1:
+            events.append((ConversationEvent.STARTED, turn.start_ns, {}))
+        events.append((ConversationEvent.USER_MESSAGE, turn.start_ns, {}))
+    for tool in turn.tools:
+        extra: Attributes = {semconv.TOOL_NAME: tool.name}
+        if tool.error_type:
+            extra[semconv.ERROR_TYPE] = tool.error_type
+        events.append((ConversationEvent.TOOL_CALLED, tool.time_ns, extra))
+    if turn.answered:
+        response: Attributes = {}
+        if turn.response_model:
+            response[semconv.RESPONSE_MODEL] = turn.response_model
+        if turn.error_type:
+            response[semconv.ERROR_TYPE] = turn.error_type
+        events.append((ConversationEvent.AGENT_RESPONSE, turn.end_ns, response))
+    return events

@@ -186,9 +186,15 @@ ENV_PSEUDONYMIZE: Final = "CONVERSATION_ANALYTICS_PSEUDONYMIZE_USER_ID"
 ENV_AGENT_NAME: Final = "CONVERSATION_ANALYTICS_AGENT_NAME"
 ENV_CAPTURE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
-# Auto-instrumentation: what the span processor stamps on spans started inside a conversation.
-#: On GenAI spans: ``True`` on the span that opens a user turn, ``False`` on spans inside one.
-TURN_ROOT: Final = "conversation.turn.root"
+# Auto-instrumentation.
+#: Stamped by the conversation span processor on every span it tracked: that span's turns are
+#: derived in the agent, so the exporter and the collector derive nothing more from it.
+PROCESSED: Final = "conversation.processed"
+#: On events the agent derived from GenAI spans (not recorded explicitly): explicit events of
+#: the same kind take precedence in a conversation.
+DERIVED: Final = "conversation.derived"
+#: Name of the short span carrying one turn's derived events, a child of the turn's first span.
+DERIVED_SPAN_NAME: Final = "conversation.turn"
 
 #: W3C baggage key carrying the conversation id across services (configurable).
 DEFAULT_BAGGAGE_KEY: Final = CONVERSATION_ID

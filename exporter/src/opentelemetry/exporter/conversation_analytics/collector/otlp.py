@@ -1,8 +1,9 @@
 """OTLP requests (traces and logs, protobuf or JSON) to conversation rows.
 
-Span events named ``conversation.*`` and log records whose event name is ``conversation.*`` (the
-Logs API is where OpenTelemetry is moving events) both become rows through the same
-:func:`~..rows.row_from_attributes` the in-process exporter uses.
+Spans go through the in-process exporter's extractor (:func:`~..extract.extract`) by way of an
+adapter, so both paths give exactly the same rows; log records whose event name is
+``conversation.*`` (the Logs API is where OpenTelemetry is moving events) become rows through the
+same :meth:`~..extract.Extracted.add_event`.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from google.protobuf import json_format
@@ -22,12 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from opentelemetry.exporter.conversation_analytics.derive import derive_rows
-from opentelemetry.exporter.conversation_analytics.rows import (
-    EventRow,
-    RejectedEvent,
-    row_from_attributes,
-)
+from opentelemetry.exporter.conversation_analytics.extract import Extracted, extract
 from opentelemetry.instrumentation.conversation import semconv
 from opentelemetry.instrumentation.conversation.genai import ROLE_ATTRIBUTES
 
@@ -38,20 +32,6 @@ _ID_KEYS: Final = frozenset({"traceId", "spanId", "parentSpanId"})
 
 class MalformedRequest(ValueError):
     """The request body is not a valid OTLP message of the expected kind."""
-
-
-@dataclass
-class Extracted:
-    """Rows from one request, and what was rejected (by reason, and as OTLP items)."""
-
-    rows: list[EventRow] = field(default_factory=list)
-    rejected: Counter[str] = field(default_factory=Counter)
-    rejected_items: int = 0
-
-    @property
-    def message(self) -> str:
-        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(self.rejected.items()))
-        return f"conversation events rejected: {reasons}" if reasons else ""
 
 
 _SCALARS: Final = frozenset({"string_value", "int_value", "double_value", "bool_value"})
@@ -88,88 +68,61 @@ def _service_name(resource_attributes: Iterable[KeyValue]) -> str:
     return ""
 
 
-def _add(
-    extracted: Extracted,
-    name: str,
-    attributes: dict[str, Any],
-    time_ns: int,
-    *,
-    service: str,
-    trace_id: str,
-    span_id: str,
-    store_content: bool,
-) -> bool:
-    """Add one event if it is a conversation event; False when it was rejected."""
-    kind = semconv.event_type_of(name)
-    if kind is None:
-        return True
-    try:
-        extracted.rows.append(
-            row_from_attributes(
-                kind,
-                attributes,
-                time_ns,
-                service_name=service,
-                trace_id=trace_id,
-                span_id=span_id,
-                store_content=store_content,
-            )
-        )
-    except RejectedEvent as exc:
-        extracted.rejected[exc.reason] += 1
-        return False
-    return True
+class OtlpSpanView:
+    """A :class:`~..extract.SpanView` of an OTLP span: attributes decoded only when needed."""
 
-
-def _derive(extracted: Extracted, span: Span, service: str) -> bool:
-    """Add the events a GenAI span implies; False when one was rejected."""
-    if not any(pair.key in ROLE_ATTRIBUTES for pair in span.attributes):
-        return True
-    before = sum(extracted.rejected.values())
-    derive_rows(
-        attributes_of(span.attributes),
-        name=span.name,
-        start_ns=span.start_time_unix_nano,
-        end_ns=span.end_time_unix_nano,
-        has_parent=bool(span.parent_span_id),
-        failed=span.status.code == Status.STATUS_CODE_ERROR,
-        rows=extracted.rows,
-        rejected=extracted.rejected,
-        service=service,
-        trace_id=span.trace_id.hex(),
-        span_id=span.span_id.hex(),
+    __slots__ = (
+        "_attributes",
+        "_span",
+        "end_ns",
+        "failed",
+        "has_parent",
+        "name",
+        "service",
+        "start_ns",
     )
-    return sum(extracted.rejected.values()) == before
+
+    def __init__(self, span: Span, service: str) -> None:
+        self._span = span
+        self._attributes: dict[str, Any] | None = None
+        self.name = span.name
+        self.service = service
+        self.start_ns = span.start_time_unix_nano
+        self.end_ns = span.end_time_unix_nano
+        self.has_parent = bool(span.parent_span_id)
+        self.failed = span.status.code == Status.STATUS_CODE_ERROR
+
+    def ids(self) -> tuple[str, str]:
+        return self._span.trace_id.hex(), self._span.span_id.hex()
+
+    def may_have_role(self) -> bool:
+        return any(pair.key in ROLE_ATTRIBUTES for pair in self._span.attributes)
+
+    def attributes(self) -> Mapping[str, Any]:
+        if self._attributes is None:
+            self._attributes = attributes_of(self._span.attributes)
+        return self._attributes
+
+    def conversation_events(self) -> Iterator[tuple[str, int, Mapping[str, Any]]]:
+        for event in self._span.events:
+            name = event.name
+            if name.startswith(semconv.EVENT_PREFIX):
+                # 0 means unset in OTLP: fall back to the span's start, then arrival.
+                time_ns = event.time_unix_nano or self.start_ns or time.time_ns()
+                yield name, time_ns, attributes_of(event.attributes)
 
 
-def rows_from_traces(request: ExportTraceServiceRequest, store_content: bool = False) -> Extracted:
-    extracted = Extracted()
+def _spans(request: ExportTraceServiceRequest) -> Iterator[OtlpSpanView]:
     for resource_spans in request.resource_spans:
         service = _service_name(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                ok = _derive(extracted, span, service)
-                trace_id = span_id = ""
-                for event in span.events:
-                    name = event.name
-                    if not name.startswith(semconv.EVENT_PREFIX):
-                        continue
-                    if not trace_id:
-                        trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
-                    ok &= _add(
-                        extracted,
-                        name,
-                        attributes_of(event.attributes),
-                        # 0 means unset in OTLP: fall back to the span's start, then arrival.
-                        event.time_unix_nano or span.start_time_unix_nano or time.time_ns(),
-                        service=service,
-                        trace_id=trace_id,
-                        span_id=span_id,
-                        store_content=store_content,
-                    )
-                if not ok:
-                    extracted.rejected_items += 1
-    return extracted
+                yield OtlpSpanView(span, service)
+
+
+def rows_from_traces(request: ExportTraceServiceRequest, store_content: bool = False) -> Extracted:
+    """Rows for the conversation events of an OTLP traces request (the exporter's extractor)."""
+    return extract(_spans(request), store_content=store_content)
 
 
 def rows_from_logs(request: ExportLogsServiceRequest, store_content: bool = False) -> Extracted:
@@ -182,8 +135,7 @@ def rows_from_logs(request: ExportLogsServiceRequest, store_content: bool = Fals
                 name = record.event_name or str(attributes.get(EVENT_NAME_ATTRIBUTE) or "")
                 if not name.startswith(semconv.EVENT_PREFIX):
                     continue
-                ok = _add(
-                    extracted,
+                ok = extracted.add_event(
                     name,
                     attributes,
                     record.time_unix_nano or record.observed_time_unix_nano or time.time_ns(),

@@ -28,12 +28,12 @@ from opentelemetry.exporter.conversation_analytics.collector.inference import (
     Clock,
 )
 from opentelemetry.exporter.conversation_analytics.collector.otlp import (
-    Extracted,
     MalformedRequest,
     parse_request,
     rows_from_logs,
     rows_from_traces,
 )
+from opentelemetry.exporter.conversation_analytics.extract import Extracted
 from opentelemetry.exporter.conversation_analytics.metrics import ConversationMetrics
 from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline, Outcome
 from opentelemetry.exporter.conversation_analytics.spool import DiskSpool
