@@ -47,7 +47,9 @@ def _provider(with_processor: bool) -> TracerProvider:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(DiscardingExporter()))
     if with_processor:
-        provider.add_span_processor(ConversationSpanProcessor(user_id_key=b"bench"))
+        # As the instrumentor adds it: on its provider, which receives the derived spans.
+        processor = ConversationSpanProcessor(user_id_key=b"bench", tracer_provider=provider)
+        provider.add_span_processor(processor)
     return provider
 
 

@@ -13,7 +13,11 @@ connection is replaced, by a deterministic one on loopback. Behaviour of
 
 The response ``model`` is the request model plus ``-2024-08-06``, as the real API answers an
 alias with a dated snapshot. ``stream: true`` is answered with a server-sent event stream
-(with a final usage chunk when ``stream_options.include_usage`` is set). Any other path: 404.
+(with a final usage chunk when ``stream_options.include_usage`` is set).
+
+``POST /v1/responses`` (the Responses API, non-streaming) answers by the same rules: its
+``input`` items are read as chat messages (``function_call_output`` as a tool message), and a
+tool call is a ``function_call`` output item. Any other path: 404.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any, Final, cast
 
 LOOPBACK: Final = "127.0.0.1"
 CHAT_PATH: Final = "/v1/chat/completions"
+RESPONSES_PATH: Final = "/v1/responses"
 MODEL_SUFFIX: Final = "-2024-08-06"
 CREATED: Final = 1_722_902_400  # 2024-08-06T00:00:00Z; fixed so responses are reproducible
 TOOL_ARGUMENTS: Final = {"order_id": "A-1"}
@@ -117,7 +122,11 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             return
         sequence = cast(_Server, self.server).record(body)
-        if self.path.split("?", 1)[0] != CHAT_PATH:
+        path = self.path.split("?", 1)[0]
+        if path == RESPONSES_PATH:
+            self._respond(body, sequence)
+            return
+        if path != CHAT_PATH:
             self._not_found()
             return
         model, messages = body.get("model"), body.get("messages")
@@ -155,6 +164,66 @@ class _Handler(BaseHTTPRequestHandler):
                 "usage": usage,
                 "service_tier": "default",
                 "system_fingerprint": "fp_stub",
+            },
+        )
+
+    def _respond(self, body: Json, sequence: int) -> None:
+        """The Responses API: the chat rules over ``input``, answered as output items."""
+        model, messages = body.get("model"), _input_messages(body.get("input"))
+        if not isinstance(model, str) or not messages:
+            self._error(400, "invalid_request_error", "'model' and 'input' are required.")
+            return
+        if FAULT_MARKER in _last_user_text(messages):
+            self._error(500, "server_error", "The stub was asked to fail (FAIL in the prompt).")
+            return
+        tools = [
+            {"function": {"name": tool["name"]}}
+            for tool in body.get("tools") or []
+            if isinstance(tool, dict) and isinstance(tool.get("name"), str)
+        ]
+        message, _ = _reply({"messages": messages, "tools": tools})
+        usage = _usage(messages, message)
+        output: list[Json] = [
+            {
+                "type": "function_call",
+                "id": f"fc_stub_{sequence:04d}",
+                "call_id": call["id"],
+                "name": call["function"]["name"],
+                "arguments": call["function"]["arguments"],
+                "status": "completed",
+            }
+            for call in message.get("tool_calls") or []
+        ]
+        if not output:
+            text = {"type": "output_text", "text": message["content"], "annotations": []}
+            output.append(
+                {
+                    "type": "message",
+                    "id": f"msg_stub_{sequence:04d}",
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [text],
+                }
+            )
+        self._send_json(
+            200,
+            {
+                "id": f"resp_stub_{sequence:04d}",
+                "object": "response",
+                "created_at": CREATED,
+                "status": "completed",
+                "model": model + MODEL_SUFFIX,
+                "output": output,
+                "parallel_tool_calls": True,
+                "tool_choice": "auto",
+                "tools": body.get("tools") or [],
+                "usage": {
+                    "input_tokens": usage["prompt_tokens"],
+                    "output_tokens": usage["completion_tokens"],
+                    "total_tokens": usage["total_tokens"],
+                    "input_tokens_details": {"cached_tokens": 0},
+                    "output_tokens_details": {"reasoning_tokens": 0},
+                },
             },
         )
 
@@ -223,9 +292,30 @@ def _text(message: Json) -> str:
         return "".join(
             str(part.get("text", ""))
             for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
+            if isinstance(part, dict) and part.get("type") in _TEXT_PARTS
         )
     return ""
+
+
+_TEXT_PARTS: Final = frozenset({"text", "input_text", "output_text"})
+
+
+def _input_messages(items: object) -> list[Json]:
+    """Responses API ``input`` (a string or items) as chat messages."""
+    if isinstance(items, str):
+        return [{"role": "user", "content": items}]
+    messages: list[Json] = []
+    for item in items if isinstance(items, list) else ():
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind == "function_call_output":
+            messages.append({"role": "tool", "content": str(item.get("output", ""))})
+        elif kind == "function_call":
+            messages.append({"role": "assistant", "content": None})
+        elif isinstance(item.get("role"), str):
+            messages.append({"role": item["role"], "content": item.get("content")})
+    return messages
 
 
 def _last_user_text(messages: list[Any]) -> str:

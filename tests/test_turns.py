@@ -100,6 +100,17 @@ class TestToolLoops:
         inner = node(M, 10, 90, tool_calls=("search",))
         assert summary([outer, inner]) == [(1, True, False, ["search"])]
 
+    def test_tool_span_in_a_later_tree_is_the_call_already_counted(self) -> None:
+        """The app ran the tool the model asked for outside the model call's tree: counted
+        once, from the output."""
+        state = TurnState()
+        first = summary([node(M, 0, 10, tool_calls=("lookup",))], state)
+        tool = summary([node(T, 11, 12, tool="lookup")], state)
+        other = summary([node(T, 13, 14, tool="refund")], state)
+        assert first == [(1, True, False, ["lookup"])]
+        assert tool == [(1, False, False, [])]
+        assert other == [(1, False, False, ["refund"])]
+
     def test_tool_spans_win_over_output_names(self) -> None:
         """With tool spans present, the output's names are not counted a second time."""
         agent = node(A, 0, 100)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,16 +30,16 @@ from typing import Final
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import NonRecordingSpan, SpanContext, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace import SpanContext, StatusCode, TracerProvider
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.instrumentation.conversation import genai, semconv
 from opentelemetry.instrumentation.conversation.context import (
     agents_seen,
     baggage_key,
     current_conversation,
 )
+from opentelemetry.instrumentation.conversation.derived import Attributes, DerivedSpans
 from opentelemetry.instrumentation.conversation.genai import SpanRole
 from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer
 from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
@@ -50,7 +49,6 @@ from opentelemetry.instrumentation.conversation.turns import (
     TurnState,
     assign_turns,
 )
-from opentelemetry.instrumentation.conversation.version import __version__
 
 _logger = logging.getLogger(__name__)
 
@@ -58,8 +56,6 @@ _logger = logging.getLogger(__name__)
 MAX_CONVERSATIONS: Final = 10_000
 #: Open spans tracked at once (a span never ended would otherwise be kept forever).
 MAX_OPEN_SPANS: Final = 100_000
-
-Attributes = dict[str, str | bool | int]
 
 
 @dataclass(slots=True, eq=False)
@@ -97,9 +93,7 @@ class ConversationSpanProcessor(SpanProcessor):
         self._agent_name = agent_name or os.environ.get(semconv.ENV_AGENT_NAME) or None
         self._baggage_key = baggage_key()  # read once, as SDK components read their env
         self._pseudonymize = UserIdPseudonymizer(user_id_key, pseudonymize_user_ids)
-        # Weakly: the instrumentor keeps processors in a dict weakly keyed by their provider.
-        self._provider = weakref.ref(tracer_provider) if tracer_provider is not None else None
-        self._tracer: Tracer | None = None
+        self._derived = DerivedSpans(tracer_provider)
         self._turns: OrderedDict[str, TurnState] = OrderedDict()
         self._open: dict[int, _Open] = {}
         #: The open tree of each conversation active right now.
@@ -201,11 +195,12 @@ class ConversationSpanProcessor(SpanProcessor):
         return state
 
     def _emit(self, tree: _Tree, turns: list[Turn]) -> None:
-        tracer = self._get_tracer()
-        if tracer is None:
-            return
         conversation_id = tree.conversation_id
         for turn in turns:
+            first = turn.first.context
+            events = _events(turn)
+            if not events or not isinstance(first, SpanContext):
+                continue
             agent = tree.agent or turn.agent or self._agent_name
             if turn.agent and tree.agent is None:
                 agents_seen.remember(conversation_id, turn.agent)
@@ -221,29 +216,21 @@ class ConversationSpanProcessor(SpanProcessor):
                 common[semconv.AGENT_NAME] = agent
             if turn.request_model:
                 common[semconv.REQUEST_MODEL] = turn.request_model
-            first = turn.first.context
-            events = _events(turn)
-            if not events or not isinstance(first, SpanContext):
-                continue
             prefix = f"{first.trace_id:032x}{first.span_id:016x}"
-            parent = trace.set_span_in_context(NonRecordingSpan(first))
-            span = tracer.start_span(
-                semconv.DERIVED_SPAN_NAME,
-                context=parent,
-                start_time=turn.start_ns,
-                attributes={semconv.CONVERSATION_ID: conversation_id, semconv.TURN: turn.number},
+            self._derived.emit(
+                first,
+                turn.start_ns,
+                turn.end_ns,
+                {semconv.CONVERSATION_ID: conversation_id, semconv.TURN: turn.number},
+                [
+                    (
+                        kind.event_name,
+                        time_ns,
+                        {**common, **extra, semconv.EVENT_ID: f"{prefix}-{i}"},
+                    )
+                    for i, (kind, time_ns, extra) in enumerate(events)
+                ],
             )
-            for index, (kind, time_ns, extra) in enumerate(events):
-                attributes = {**common, **extra, semconv.EVENT_ID: f"{prefix}-{index}"}
-                span.add_event(kind.event_name, attributes, timestamp=time_ns)
-            span.end(end_time=max(turn.end_ns, turn.start_ns))
-
-    def _get_tracer(self) -> Tracer | None:
-        if self._tracer is None:
-            provider = self._provider() if self._provider is not None else None
-            provider = provider or trace.get_tracer_provider()
-            self._tracer = provider.get_tracer(__name__, __version__)
-        return self._tracer
 
     def _fail(self, where: str) -> None:
         self._failures += 1

@@ -83,6 +83,9 @@ class TurnState:
 
     turn: int = 0
     awaiting_tools: bool = False
+    #: Tool calls of the current turn counted from model output: a tool span of the same
+    #: name in a later tree (the app ran the tool outside the model call's tree) is that call.
+    output_tools: list[str] = field(default_factory=list)
 
 
 def _genai_parent(node: SpanNode) -> SpanNode | None:
@@ -127,6 +130,7 @@ def assign_turns(nodes: list[SpanNode], state: TurnState) -> list[Turn]:
         continues = top.role is SpanRole.MODEL and state.awaiting_tools and state.turn > 0
         if not continues:
             state.turn += 1
+            state.output_tools.clear()
             current = Turn(state.turn, top, True, top.start_ns, top.end_ns)
             turns.append(current)
         elif current is None:
@@ -140,7 +144,7 @@ def assign_turns(nodes: list[SpanNode], state: TurnState) -> list[Turn]:
         )
         current.answered = not state.awaiting_tools
     for turn in turns:
-        _summarise(turn)
+        _summarise(turn, state)
     return turns
 
 
@@ -168,7 +172,7 @@ def _extend(turn: Turn, top: SpanNode, subtree: list[SpanNode]) -> None:
         turn.error_type = top.error_type
 
 
-def _summarise(turn: Turn) -> None:
+def _summarise(turn: Turn, state: TurnState) -> None:
     """Agent, models, user and tool calls of a turn, from its spans in start order."""
     nodes = sorted(turn.nodes, key=lambda node: node.start_ns)
     in_turn = {id(node) for node in nodes}
@@ -187,10 +191,12 @@ def _summarise(turn: Turn) -> None:
         if node.role is SpanRole.TOOL and not _has_ancestor_tool(node, in_turn)
     ]
     if tools:
-        turn.tools = [
-            ToolCall(node.tool or node.name, node.end_ns, node.error_type)
-            for node in sorted(tools, key=lambda node: node.end_ns)
-        ]
+        for node in sorted(tools, key=lambda node: node.end_ns):
+            name = node.tool or node.name
+            if turn.number == state.turn and name in state.output_tools:
+                state.output_tools.remove(name)  # already counted from the model's output
+            else:
+                turn.tools.append(ToolCall(name, node.end_ns, node.error_type))
         return
     counted: list[SpanNode] = []
     for model in models:
@@ -198,6 +204,8 @@ def _summarise(turn: Turn) -> None:
             continue  # a second instrumentation's span of a call already counted
         counted.append(model)
         turn.tools.extend(ToolCall(name, model.end_ns) for name in model.tool_calls)
+        if turn.number == state.turn:
+            state.output_tools.extend(model.tool_calls)
 
 
 def _has_ancestor_tool(node: SpanNode, in_turn: set[int]) -> bool:
