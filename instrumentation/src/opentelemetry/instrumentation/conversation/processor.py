@@ -56,6 +56,8 @@ _logger = logging.getLogger(__name__)
 MAX_CONVERSATIONS: Final = 10_000
 #: Open spans tracked at once (a span never ended would otherwise be kept forever).
 MAX_OPEN_SPANS: Final = 100_000
+#: Traces outside any conversation whose GenAI spans are kept until their local root ends.
+MAX_LATE_TRACES: Final = 10_000
 
 
 @dataclass(slots=True, eq=False)
@@ -68,6 +70,17 @@ class _Tree:
     agent: str | None = None
     open: int = 0
     nodes: list[SpanNode] = field(default_factory=list)
+
+
+@dataclass(slots=True, eq=False)
+class _LateTrace:
+    """Ended spans of one trace that started outside any conversation: kept until the trace's
+    local root ends, since frameworks name the conversation only at the end (LangGraph's
+    ``thread_id`` in run metadata, OpenInference's ``session.id``)."""
+
+    #: span id -> (parent span id, node), in end order.
+    spans: dict[int, tuple[int | None, SpanNode]] = field(default_factory=dict)
+    conversation_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -98,6 +111,8 @@ class ConversationSpanProcessor(SpanProcessor):
         self._open: dict[int, _Open] = {}
         #: The open tree of each conversation active right now.
         self._active: dict[str, _Tree] = {}
+        #: Traces with GenAI spans outside any conversation, by trace id (see _LateTrace).
+        self._late: dict[int, _LateTrace] = {}
         self._lock = threading.Lock()
         self._failures = 0
 
@@ -113,8 +128,6 @@ class ConversationSpanProcessor(SpanProcessor):
             self._fail("on_start")
 
     def on_end(self, span: ReadableSpan) -> None:
-        if not self._open:
-            return
         try:
             self._end(span)
         except Exception:
@@ -134,6 +147,8 @@ class ConversationSpanProcessor(SpanProcessor):
         else:
             own = genai.conversation_id_of(attributes)
             if own is None or len(own) > semconv.MAX_ID_LENGTH:
+                # Its turns, if a conversation id appears by its end, are derived here too.
+                span.set_attribute(semconv.PROCESSED, True)
                 return
             conversation_id = own
         in_parent = parent_open is not None and parent_open.tree.conversation_id == conversation_id
@@ -165,8 +180,9 @@ class ConversationSpanProcessor(SpanProcessor):
         if context is None:
             return
         with self._lock:
-            entry = self._open.pop(context.span_id, None)
+            entry = self._open.pop(context.span_id, None) if self._open else None
         if entry is None:
+            self._end_late(span, context)
             return
         node = entry.node
         attributes = genai.plain_attributes(span.attributes)
@@ -180,6 +196,45 @@ class ConversationSpanProcessor(SpanProcessor):
                 del self._active[tree.conversation_id]
             state = self._state(tree.conversation_id)
             turns = assign_turns(tree.nodes, state)
+        if turns:
+            self._emit(tree, turns)
+
+    def _end_late(self, span: ReadableSpan, context: SpanContext) -> None:
+        """A span that started outside any conversation: kept with its trace's GenAI spans
+        until the trace's local root ends, then turned into turns if one of them (the
+        outermost first) named a conversation by its end."""
+        trace_id = context.trace_id
+        late = self._late.get(trace_id)
+        attributes = genai.plain_attributes(span.attributes)
+        if late is None:
+            if genai.span_role(attributes) is None:
+                return  # the common case outside conversations: no GenAI span in this trace
+            with self._lock:
+                late = self._late.setdefault(trace_id, _LateTrace())
+                if len(self._late) > MAX_LATE_TRACES:
+                    del self._late[next(iter(self._late))]
+        node = SpanNode(None)
+        _record(node, span, attributes)
+        parent = span.parent
+        local_root = parent is None or parent.is_remote
+        if len(late.spans) < MAX_OPEN_SPANS:
+            late.spans[context.span_id] = (None if local_root else parent.span_id, node)  # type: ignore[union-attr]
+        own = genai.conversation_id_of(attributes)
+        if own is not None and len(own) <= semconv.MAX_ID_LENGTH:
+            late.conversation_id = own  # ends after its children: the outermost wins
+        if not local_root:
+            return
+        with self._lock:
+            self._late.pop(trace_id, None)
+            if late.conversation_id is None:
+                return
+            spans = late.spans
+            for parent_id, child in spans.values():
+                found = spans.get(parent_id) if parent_id is not None else None
+                child.parent = found[1] if found is not None else None
+            tree = _Tree(late.conversation_id)
+            tree.nodes = [child for _, child in spans.values()]
+            turns = assign_turns(tree.nodes, self._state(tree.conversation_id))
         if turns:
             self._emit(tree, turns)
 
