@@ -15,6 +15,7 @@ from auto_instrumentation import CHAT, EXECUTE_TOOL, INVOKE_AGENT, genai_span
 from conftest import TEST_USER_ID_KEY
 from opentelemetry import baggage
 from opentelemetry import context as otel_context
+from opentelemetry.exporter.conversation_analytics.extract import rows_from_spans
 from opentelemetry.instrumentation.conversation import conversation, genai, semconv
 from opentelemetry.instrumentation.conversation.instrumentor import ConversationInstrumentor
 from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer
@@ -126,11 +127,16 @@ class TestStamping:
     def test_no_conversation_no_change(
         self, memory_provider: TracerProvider, spans: InMemorySpanExporter
     ) -> None:
-        """Outside any conversation GenAI spans are left exactly as they were."""
+        """Outside any conversation GenAI spans get only the mark that the agent decided
+        their turns (so the collector derives nothing more from them), and no events."""
         with genai_span(memory_provider, CHAT, model="m"):
             pass
         [span] = spans.get_finished_spans()
-        assert set(span.attributes or {}) == {semconv.OPERATION_NAME, semconv.REQUEST_MODEL}
+        assert set(span.attributes or {}) == {
+            semconv.OPERATION_NAME,
+            semconv.REQUEST_MODEL,
+            semconv.PROCESSED,
+        }
 
 
 class TestTurns:
@@ -297,3 +303,104 @@ class TestEndFailures:
                 pass
         assert len(spans.get_finished_spans()) == 3
         assert caplog.text.count("conversation span processor failed") == 1
+
+
+class TestLateConversationIds:
+    """Frameworks that name the conversation only when a span ends (LangGraph's thread_id in
+    run metadata, OpenInference's session.id on a graph span)."""
+
+    def test_id_set_at_the_roots_end_gives_the_turns(
+        self, memory_provider: TracerProvider, spans: InMemorySpanExporter
+    ) -> None:
+        """No scope: the root's final ``session.id`` makes its trace one turn of that
+        conversation, with the tool and model inside."""
+        tracer = memory_provider.get_tracer("graph")
+        for _ in range(2):
+            with tracer.start_as_current_span("graph") as root:
+                with genai_span(memory_provider, CHAT, model="m", response_model="m-1"):
+                    pass
+                with genai_span(memory_provider, EXECUTE_TOOL, tool="lookup"):
+                    pass
+                root.set_attributes(
+                    {genai.OPENINFERENCE_SPAN_KIND: "CHAIN", genai.OPENINFERENCE_SESSION_ID: "s-1"}
+                )
+        assert _turns(spans) == [
+            (1, ["started", "user_message", "tool_called", "agent_response"]),
+            (2, ["user_message", "tool_called", "agent_response"]),
+        ]
+        assert {e[semconv.CONVERSATION_ID] for e in _events(spans)} == {"s-1"}
+
+    def test_id_in_run_metadata_of_a_child(
+        self, memory_provider: TracerProvider, spans: InMemorySpanExporter
+    ) -> None:
+        """LangGraph run metadata (``thread_id``) on inner spans names the conversation."""
+        metadata = {genai.OPENINFERENCE_METADATA: '{"thread_id": "t-9", "user_id": "bob"}'}
+        tracer = memory_provider.get_tracer("graph")
+        with (
+            tracer.start_as_current_span("graph"),
+            genai_span(memory_provider, CHAT, model="m") as model,
+        ):
+            model.set_attributes(metadata)
+        events = _events(spans)
+        assert {e[semconv.CONVERSATION_ID] for e in events} == {"t-9"}
+        expected = UserIdPseudonymizer(TEST_USER_ID_KEY)("bob")
+        assert {e[semconv.USER_ID] for e in events} == {expected}
+
+    def test_traces_without_any_id_are_forgotten(
+        self, memory_provider: TracerProvider, spans: InMemorySpanExporter
+    ) -> None:
+        """GenAI traces outside conversations derive nothing and are not kept."""
+        from opentelemetry.instrumentation.conversation.processor import (
+            ConversationSpanProcessor,
+        )
+
+        tracer = memory_provider.get_tracer("app")
+        with tracer.start_as_current_span("request"), genai_span(memory_provider, CHAT, model="m"):
+            pass
+        assert _events(spans) == []
+        [processor] = [
+            p
+            for p in memory_provider._active_span_processor._span_processors
+            if isinstance(p, ConversationSpanProcessor)
+        ]
+        assert processor._late == {}
+
+
+class TestHostileUserIds:
+    """A raw user id set by an instrumentation at any moment is stored only as its pseudonym,
+    hashed once, whatever else set it."""
+
+    RAW = "alice@example.com"
+
+    @pytest.mark.parametrize("moment", ["before start", "after start", "at end"])
+    def test_any_moment(
+        self, memory_provider: TracerProvider, spans: InMemorySpanExporter, moment: str
+    ) -> None:
+        """``user.id`` present at start, set after start, or set just before end."""
+        extra = {semconv.USER_ID: self.RAW} if moment == "before start" else {}
+        with conversation("c-u"), genai_span(memory_provider, CHAT, model="m", extra=extra) as s:
+            if moment == "after start":
+                s.set_attribute(semconv.USER_ID, self.RAW)
+            if moment == "at end":
+                s.set_attribute(semconv.USER_ID, "x")
+                s.set_attribute(semconv.USER_ID, self.RAW)
+        expected = UserIdPseudonymizer(TEST_USER_ID_KEY)(self.RAW)
+        assert {e[semconv.USER_ID] for e in _events(spans)} == {expected}
+
+    def test_two_instrumentations_and_the_scope(
+        self, memory_provider: TracerProvider, spans: InMemorySpanExporter
+    ) -> None:
+        """The scope's id, OpenInference's ``user.id`` and an association property on two
+        spans of one call: one pseudonym, of the scope's id."""
+        outer = {semconv.USER_ID: self.RAW}
+        inner = {genai.TRACELOOP_ASSOCIATION + "user_id": self.RAW}
+        with (
+            conversation("c-u", user_id=self.RAW),
+            genai_span(memory_provider, CHAT, model="m", extra=outer),
+            genai_span(memory_provider, CHAT, model="m", extra=inner),
+        ):
+            pass
+        expected = UserIdPseudonymizer(TEST_USER_ID_KEY)(self.RAW)
+        assert {e[semconv.USER_ID] for e in _events(spans)} == {expected}
+        rows, _ = rows_from_spans(spans.get_finished_spans())
+        assert rows and {row.user_id for row in rows} == {expected}
