@@ -182,6 +182,8 @@ def _metadata(attributes: Mapping[str, object]) -> Mapping[str, object]:
 
 
 def _from_metadata(attributes: Mapping[str, object], keys: tuple[str, ...]) -> str | None:
+    if OPENINFERENCE_METADATA not in attributes:
+        return None  # most spans: no run metadata to parse
     metadata = _metadata(attributes)
     configurable = metadata.get("configurable")
     for source in (metadata, configurable if isinstance(configurable, dict) else {}):

@@ -206,7 +206,14 @@ class ConversationSpanProcessor(SpanProcessor):
         trace_id = context.trace_id
         late = self._late.get(trace_id)
         attributes = genai.plain_attributes(span.attributes)
+        parent = span.parent
+        local_root = parent is None or parent.is_remote
+        own = genai.conversation_id_of(attributes)
+        if own is not None and len(own) > semconv.MAX_ID_LENGTH:
+            own = None
         if late is None:
+            if local_root and own is None:
+                return  # a lone span (or a trace with no GenAI span below) naming none
             if genai.span_role(attributes) is None:
                 return  # the common case outside conversations: no GenAI span in this trace
             with self._lock:
@@ -215,12 +222,9 @@ class ConversationSpanProcessor(SpanProcessor):
                     del self._late[next(iter(self._late))]
         node = SpanNode(None)
         _record(node, span, attributes)
-        parent = span.parent
-        local_root = parent is None or parent.is_remote
         if len(late.spans) < MAX_OPEN_SPANS:
             late.spans[context.span_id] = (None if local_root else parent.span_id, node)  # type: ignore[union-attr]
-        own = genai.conversation_id_of(attributes)
-        if own is not None and len(own) <= semconv.MAX_ID_LENGTH:
+        if own is not None:
             late.conversation_id = own  # ends after its children: the outermost wins
         if not local_root:
             return
