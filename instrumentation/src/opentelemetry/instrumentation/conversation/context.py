@@ -164,6 +164,12 @@ class ConversationScope:
             return None
         return default_tracker().record_in(self, event_type, metadata)
 
+    def user_message(self, text: str | None = None, **metadata: object) -> object:
+        """The user sent a message (``conversation.user_message``). With rephrase detection on,
+        ``text`` is scored against the previous one; it is recorded only when content capture
+        is on (its length always is)."""
+        return self.record(ConversationEvent.USER_MESSAGE, message=text, **metadata)
+
     def complete(self, **metadata: object) -> object:
         """The conversation was resolved (``conversation.completed``)."""
         return self.record(ConversationEvent.COMPLETED, **metadata)

@@ -24,7 +24,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.conversation import semconv
 from opentelemetry.instrumentation.conversation.version import __version__
 
-Attributes = dict[str, str | bool | int]
+Attributes = dict[str, str | bool | int | float]
 #: (event name, time, attributes) of one derived event.
 DerivedEvent = tuple[str, int, Attributes]
 

@@ -50,6 +50,15 @@ LANGFUSE_USER_ID: Final = "langfuse.user.id"
 ENDUSER_ID: Final = "enduser.id"
 FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
 OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+INPUT_MESSAGES: Final = "gen_ai.input.messages"
+OPENINFERENCE_INPUT_MESSAGES: Final = "llm.input_messages."
+TRACELOOP_PROMPT: Final = "gen_ai.prompt."
+#: Suffixes of a flattened input message's role and text (OpenInference, then OpenLLMetry).
+_FLAT_INPUT: Final = (
+    (OPENINFERENCE_INPUT_MESSAGES, ".message.role", ".message.content"),
+    (TRACELOOP_PROMPT, ".role", ".content"),
+)
+USER_ROLE: Final = "user"
 
 #: Keys of LangChain/LangGraph run metadata (and of Traceloop association properties) that name
 #: the conversation, in order of preference.
@@ -272,3 +281,46 @@ def _output_message_tool_calls(raw: object) -> Iterator[str]:
                 name = _text(part.get("name"))
                 if name is not None:
                     yield name
+
+
+def last_user_message(attributes: Mapping[str, object]) -> str | None:
+    """The text of the last user message in a model call's captured input (the latest
+    conventions' ``gen_ai.input.messages``, or OpenInference / OpenLLMetry flattened messages);
+    ``None`` when the instrumentation captured no content."""
+    for prefix, role_suffix, content_suffix in _FLAT_INPUT:
+        best: tuple[int, str] | None = None
+        for key, value in attributes.items():
+            if value != USER_ROLE or not key.startswith(prefix) or not key.endswith(role_suffix):
+                continue
+            index = key[len(prefix) : -len(role_suffix)]
+            content = attributes.get(prefix + index + content_suffix)
+            usable = index.isdigit() and type(content) is str and content
+            if usable and (best is None or int(index) > best[0]):
+                best = (int(index), content)  # type: ignore[assignment]
+        if best is not None:
+            return best[1]
+    return _input_messages_text(attributes.get(INPUT_MESSAGES))
+
+
+def _input_messages_text(raw: object) -> str | None:
+    if type(raw) is not str or USER_ROLE not in raw:
+        return None
+    try:
+        messages = json.loads(raw)
+    except ValueError:
+        return None
+    listed: list[object] = messages if isinstance(messages, list) else []
+    for message in reversed(listed):
+        if not isinstance(message, dict) or message.get("role") != USER_ROLE:
+            continue
+        parts: object = message.get("parts")
+        texts = [
+            part["content"]
+            for part in (parts if isinstance(parts, list) else ())
+            if isinstance(part, dict)
+            and part.get("type") == "text"
+            and isinstance(part.get("content"), str)
+        ]
+        if texts:
+            return " ".join(texts)
+    return None

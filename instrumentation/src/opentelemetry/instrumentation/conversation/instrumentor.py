@@ -18,6 +18,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.conversation.package import _instruments
+from opentelemetry.instrumentation.conversation.rephrasing import build_rephrase_detector
 from opentelemetry.instrumentation.conversation.tracker import (
     ConversationTracker,
     set_default_tracker,
@@ -30,8 +31,8 @@ class ConversationInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Adds the conversation span processor; ``uninstrument()`` turns it off again.
 
     Keyword arguments of :meth:`instrument`: ``tracer_provider`` (default: the global one),
-    ``user_id_key``, ``pseudonymize_user_ids`` (as the tracker's), and ``agent_name`` for the
-    default tracker behind ``conversation(...).complete()`` and friends.
+    ``user_id_key``, ``pseudonymize_user_ids``, ``detect_rephrases`` (as the tracker's), and
+    ``agent_name`` for the default tracker behind ``conversation(...).complete()`` and friends.
     """
 
     #: One processor per provider: the SDK cannot remove a processor, so a second instrument()
@@ -43,12 +44,17 @@ class ConversationInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
+        # One detector for explicit and derived user messages, so each is compared with the
+        # conversation's previous one, whichever path recorded it.
+        rephrases = build_rephrase_detector(kwargs.get("detect_rephrases"))
         set_default_tracker(
             ConversationTracker(
                 provider,
                 agent_name=kwargs.get("agent_name"),
                 user_id_key=kwargs.get("user_id_key"),
                 pseudonymize_user_ids=kwargs.get("pseudonymize_user_ids"),
+                detect_rephrases=rephrases is not None,
+                rephrase_detector=rephrases,
             )
         )
         add = getattr(provider, "add_span_processor", None)
@@ -70,6 +76,7 @@ class ConversationInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 pseudonymize_user_ids=kwargs.get("pseudonymize_user_ids"),
                 agent_name=kwargs.get("agent_name"),
                 tracer_provider=provider,
+                rephrase_detector=rephrases,
             )
             self._processors[provider] = processor
             add(processor)

@@ -26,7 +26,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -49,6 +49,12 @@ from opentelemetry.instrumentation.conversation.turns import (
     TurnState,
     assign_turns,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.instrumentation.conversation.rephrase import (
+        RephraseDetector,
+        RephraseResult,
+    )
 
 _logger = logging.getLogger(__name__)
 
@@ -99,8 +105,11 @@ class ConversationSpanProcessor(SpanProcessor):
         pseudonymize_user_ids: bool | None = None,
         agent_name: str | None = None,
         tracer_provider: TracerProvider | None = None,
+        rephrase_detector: RephraseDetector | None = None,
     ) -> None:
         self.enabled = True
+        #: Scores each turn's user message when the instrumentation captured its text.
+        self._rephrases = rephrase_detector
         #: The agent for spans that name none (as the tracker's ``agent_name``), so explicit
         #: and derived events of one conversation share an agent.
         self._agent_name = agent_name or os.environ.get(semconv.ENV_AGENT_NAME) or None
@@ -186,7 +195,7 @@ class ConversationSpanProcessor(SpanProcessor):
             return
         node = entry.node
         attributes = genai.plain_attributes(span.attributes)
-        _record(node, span, attributes)
+        _record(node, span, attributes, self._rephrases is not None)
         tree = entry.tree
         with self._lock:
             tree.open -= 1
@@ -221,7 +230,7 @@ class ConversationSpanProcessor(SpanProcessor):
                 if len(self._late) > MAX_LATE_TRACES:
                     del self._late[next(iter(self._late))]
         node = SpanNode(None)
-        _record(node, span, attributes)
+        _record(node, span, attributes, self._rephrases is not None)
         if len(late.spans) < MAX_OPEN_SPANS:
             late.spans[context.span_id] = (None if local_root else parent.span_id, node)  # type: ignore[union-attr]
         if own is not None:
@@ -257,7 +266,7 @@ class ConversationSpanProcessor(SpanProcessor):
         conversation_id = tree.conversation_id
         for turn in turns:
             first = turn.first.context
-            events = _events(turn)
+            events = _events(turn, self._rephrase(conversation_id, turn))
             if not events or not isinstance(first, SpanContext):
                 continue
             agent = tree.agent or turn.agent or self._agent_name
@@ -291,6 +300,13 @@ class ConversationSpanProcessor(SpanProcessor):
                 ],
             )
 
+    def _rephrase(self, conversation_id: str, turn: Turn) -> RephraseResult | None:
+        """Score the user message that opened ``turn``; its text goes no further."""
+        text, turn.user_text = turn.user_text, None
+        if self._rephrases is None or not turn.opened or text is None:
+            return None
+        return self._rephrases.observe(conversation_id, text)
+
     def _fail(self, where: str) -> None:
         self._failures += 1
         if self._failures == 1:
@@ -305,8 +321,11 @@ class ConversationSpanProcessor(SpanProcessor):
         return True
 
 
-def _record(node: SpanNode, span: ReadableSpan, attributes: Mapping[str, object]) -> None:
-    """Copy what turn assignment needs from a finished span onto its node."""
+def _record(
+    node: SpanNode, span: ReadableSpan, attributes: Mapping[str, object], text: bool
+) -> None:
+    """Copy what turn assignment needs from a finished span onto its node (with ``text``, the
+    user message a model call's input captured, for rephrase detection)."""
     role = genai.span_role(attributes)
     node.role = role
     node.name = span.name
@@ -327,6 +346,8 @@ def _record(node: SpanNode, span: ReadableSpan, attributes: Mapping[str, object]
         node.response_model = _text(genai.first_of(attributes, genai.RESPONSE_MODEL_ATTRIBUTES))
         node.asks_for_tools = genai.asks_for_tools(attributes)
         node.tool_calls = tuple(genai.tool_calls_of(attributes))
+        if text:
+            node.user_text = genai.last_user_message(attributes)
     elif role is SpanRole.TOOL:
         node.tool = genai.tool_name_of(attributes, span.name)
 
@@ -335,13 +356,19 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _events(turn: Turn) -> list[tuple[ConversationEvent, int, Attributes]]:
+def _events(
+    turn: Turn, rephrase: RephraseResult | None
+) -> list[tuple[ConversationEvent, int, Attributes]]:
     """The derived events of one turn, in time order."""
     events: list[tuple[ConversationEvent, int, Attributes]] = []
     if turn.opened:
         if turn.number == 1:
             events.append((ConversationEvent.STARTED, turn.start_ns, {}))
-        events.append((ConversationEvent.USER_MESSAGE, turn.start_ns, {}))
+        message: Attributes = {}
+        if rephrase is not None:
+            message[semconv.REPHRASE_SIMILARITY] = rephrase.similarity
+            message[semconv.REPHRASE] = rephrase.rephrase
+        events.append((ConversationEvent.USER_MESSAGE, turn.start_ns, message))
     for tool in turn.tools:
         extra: Attributes = {semconv.TOOL_NAME: tool.name}
         if tool.error_type:

@@ -185,6 +185,8 @@ ENV_USER_ID_KEY: Final = "CONVERSATION_ANALYTICS_USER_ID_KEY"
 ENV_PSEUDONYMIZE: Final = "CONVERSATION_ANALYTICS_PSEUDONYMIZE_USER_ID"
 ENV_AGENT_NAME: Final = "CONVERSATION_ANALYTICS_AGENT_NAME"
 ENV_CAPTURE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+#: Score each user message against the previous one in the agent (``true``/``false``).
+ENV_DETECT_REPHRASES: Final = "CONVERSATION_ANALYTICS_DETECT_REPHRASES"
 
 # Auto-instrumentation.
 #: Stamped by the conversation span processor on every span it tracked: that span's turns are

@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Callable, Generator
 from datetime import datetime, timezone
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace.propagation import _SPAN_KEY
@@ -26,8 +26,12 @@ from opentelemetry.instrumentation.conversation.context import (
     current_conversation,
 )
 from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer, env_flag
+from opentelemetry.instrumentation.conversation.rephrasing import build_rephrase_detector
 from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
 from opentelemetry.instrumentation.conversation.version import __version__
+
+if TYPE_CHECKING:
+    from opentelemetry.instrumentation.conversation.rephrase import RephraseDetector
 
 _logger = logging.getLogger(__name__)
 
@@ -63,6 +67,16 @@ class RecordedEvent:
 
 
 _NOT_RECORDED: Final = RecordedEvent(None, None)
+#: Events that touch rephrase state: a user message is scored; an ending forgets.
+_REPHRASE_KINDS: Final = frozenset(
+    {ConversationEvent.USER_MESSAGE, ConversationEvent.COMPLETED, ConversationEvent.ABANDONED}
+)
+#: Keywords with which a caller reports its own rephrase decision.
+_REPHRASE_GIVEN: Final = frozenset(
+    key
+    for key, name in semconv.KEYWORD_ATTRIBUTES.items()
+    if name in (semconv.REPHRASE, semconv.REPHRASE_SIMILARITY)
+) | {semconv.REPHRASE, semconv.REPHRASE_SIMILARITY}
 _current_context: Final = otel_context.get_current
 #: Keyed by the plain value: hashing an Enum member runs Python code, a str does not.
 _EVENT_NAMES: Final = {kind.value: kind.event_name for kind in ConversationEvent}
@@ -178,8 +192,14 @@ class ConversationTracker:
         user_id_key: str | bytes | None = None,
         pseudonymize_user_ids: bool | None = None,
         capture_content: bool | None = None,
+        detect_rephrases: bool | None = None,
+        rephrase_detector: RephraseDetector | None = None,
     ) -> None:
+        """``detect_rephrases`` (default: ``CONVERSATION_ANALYTICS_DETECT_REPHRASES``, off)
+        scores each user message's text against the previous one's with the default
+        embedder, loaded in the background; pass ``rephrase_detector`` for another one."""
         self._tracer = trace.get_tracer(__name__, __version__, tracer_provider)
+        self._rephrases = rephrase_detector or build_rephrase_detector(detect_rephrases)
         self._pseudonymize = UserIdPseudonymizer(user_id_key, pseudonymize_user_ids)
         if capture_content is None:
             capture_content = env_flag(semconv.ENV_CAPTURE_CONTENT, False)
@@ -292,6 +312,8 @@ class ConversationTracker:
             if type(event_type) is ConversationEvent
             else ConversationEvent.parse(event_type)
         )
+        if self._rephrases is not None and kind in _REPHRASE_KINDS:
+            self._observe_rephrase(kind, conversation_id, metadata)
         span: trace.Span | None = ctx.get(_SPAN_KEY)  # type: ignore[assignment]  # = get_current_span
         if span is not None and span.is_recording() and not _span_is_full(span):
             event_id = _next_event_id()
@@ -308,6 +330,26 @@ class ConversationTracker:
         finally:
             own_span.end(end_time=time_ns)
         return RecordedEvent(event_id, kind)
+
+    def _observe_rephrase(
+        self, kind: ConversationEvent, conversation_id: object, metadata: dict[str, object]
+    ) -> None:
+        """Score a user message's text (it stays here); forget a conversation that ended."""
+        detector = self._rephrases
+        if detector is None or type(conversation_id) is not str:
+            return
+        if kind is not ConversationEvent.USER_MESSAGE:
+            detector.forget(conversation_id)
+            return
+        if _REPHRASE_GIVEN & metadata.keys():
+            return  # the caller decided
+        text = next((v for k, v in metadata.items() if k in semconv.CONTENT_KEYWORDS), None)
+        if type(text) is not str or not text:
+            return
+        result = detector.observe(conversation_id, text)
+        if result is not None:
+            metadata["similarity"] = result.similarity
+            metadata["rephrase"] = result.rephrase
 
     def _attributes(
         self,

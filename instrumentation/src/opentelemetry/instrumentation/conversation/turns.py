@@ -45,6 +45,9 @@ class SpanNode:
     asks_for_tools: bool = False
     tool_calls: tuple[str, ...] = ()
     user: str | None = None
+    #: The last user message of a model call's captured input (read only when rephrase
+    #: detection is on; dropped with the node once the turn is scored).
+    user_text: str | None = None
     #: The span this node's events are attached under (the SDK span context), set by the caller.
     context: object = None
 
@@ -73,6 +76,8 @@ class Turn:
     response_model: str | None = None
     error_type: str | None = None
     user: str | None = None
+    #: The user's message that opened the turn, when captured (see ``SpanNode.user_text``).
+    user_text: str | None = None
     answered: bool = False
 
 
@@ -181,6 +186,7 @@ def _summarise(turn: Turn, state: TurnState) -> None:
         turn.agent = next((node.agent for node in nodes if node.agent), None)
     turn.user = next((node.user for node in nodes if node.user), None)
     models = [node for node in nodes if node.role is SpanRole.MODEL]
+    turn.user_text = next((m.user_text for m in models if m.user_text), None)
     turn.request_model = next((m.request_model for m in models if m.request_model), None)
     answered = [m for m in models if m.response_model]
     if answered:
