@@ -199,7 +199,11 @@ class ConversationTracker:
         scores each user message's text against the previous one's with the default
         embedder, loaded in the background; pass ``rephrase_detector`` for another one."""
         self._tracer = trace.get_tracer(__name__, __version__, tracer_provider)
-        self._rephrases = rephrase_detector or build_rephrase_detector(detect_rephrases)
+        self._rephrases = (
+            rephrase_detector
+            if rephrase_detector is not None
+            else build_rephrase_detector(detect_rephrases)
+        )
         self._pseudonymize = UserIdPseudonymizer(user_id_key, pseudonymize_user_ids)
         if capture_content is None:
             capture_content = env_flag(semconv.ENV_CAPTURE_CONTENT, False)

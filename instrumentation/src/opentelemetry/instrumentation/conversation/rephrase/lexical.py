@@ -87,6 +87,76 @@ CORRECTION_CUES: Final = (
     "read my",
     "ugh",
 )
+#: Phrases that announce another subject ("btw", "unrelated but ...").
+TOPIC_CUES: Final = (
+    "btw",
+    "by the way",
+    "unrelated",
+    "different question",
+    "another question",
+    "other question",
+    "separate question",
+    "separately",
+    "one more thing",
+    "also,",
+    "also do",
+    "also i",
+    "also is",
+    "also can",
+    "also what",
+    "also how",
+    "quick question",
+    "side note",
+    "off topic",
+)
+#: Words that point back at the previous message's subject: a follow-up asks about "it".
+ANAPHORA: Final = frozenset(
+    [
+        "it",
+        "its",
+        "them",
+        "they",
+        "their",
+        "those",
+        "that",
+        "this",
+        "these",
+        "one",
+        "ones",
+        "there",
+        "he",
+        "she",
+        "his",
+        "her",
+    ]
+)
+#: How a question asks: a follow-up usually asks another way ("how do I" -> "how long").
+_QUESTION_FORMS: Final = (
+    "how long",
+    "how much",
+    "how many",
+    "how often",
+    "how fast",
+    "how soon",
+    "until when",
+    "what happens",
+    "what if",
+    "which",
+    "who",
+    "when",
+    "where",
+    "why",
+    "is there",
+    "are there",
+    "do i need",
+    "do i have to",
+    "will",
+    "does",
+    "is it",
+    "can i",
+    "how",
+    "what",
+)
 #: Openers of a new question on the same topic.
 FOLLOW_UP_CUES: Final = (
     "and ",
@@ -139,15 +209,35 @@ def content_words(tokens: list[str]) -> frozenset[str]:
     return frozenset(_stem(t) for t in tokens if t not in STOPWORDS)
 
 
+def _alternation(phrases: tuple[str, ...], *, word_start: bool = False) -> re.Pattern[str]:
+    """One regular expression for "any of these phrases" (one C-level scan, not one per
+    phrase); at one position the first phrase listed wins."""
+    prefix = r"(?<![a-z0-9])" if word_start else ""
+    return re.compile(prefix + "(?:" + "|".join(re.escape(p) for p in phrases) + ")")
+
+
+_FORMS: Final = _alternation(_QUESTION_FORMS, word_start=True)
+_FORM_INDEX: Final = {form: index for index, form in enumerate(_QUESTION_FORMS)}
+_CORRECTION: Final = _alternation(CORRECTION_CUES)
+_TOPIC: Final = _alternation(TOPIC_CUES)
+
+
+def question_form(lowered: str) -> int:
+    """Which of the question forms a message uses first (its index), or -1."""
+    found = _FORMS.search(lowered)
+    return -1 if found is None else _FORM_INDEX[found.group(0)]
+
+
 @dataclass(frozen=True, slots=True)
 class MessageSignature:
     """What one message keeps for the next comparison: no text, only keyed hashes of its
-    content words and entities (Python's per-process SipHash key) and two counts."""
+    content words and entities (Python's per-process SipHash key) and a few counts."""
 
     content: frozenset[int]
     entities: frozenset[int]
     length: int
     question: bool
+    form: int = -1
 
 
 def signature(text: str, tokens: list[str] | None = None) -> MessageSignature:
@@ -157,7 +247,8 @@ def signature(text: str, tokens: list[str] | None = None) -> MessageSignature:
         tokens = words(text)
     content = frozenset(hash(word) for word in content_words(tokens))
     entities = frozenset(hash(m.lower()) for m in _CAPITALISED_OR_CODE.findall(text))
-    return MessageSignature(content, entities, len(tokens), "?" in text)
+    form = question_form(text.lower())
+    return MessageSignature(content, entities, len(tokens), "?" in text, form)
 
 
 def text_digest(tokens: list[str]) -> int:
@@ -168,10 +259,6 @@ def text_digest(tokens: list[str]) -> int:
 
 def _starts_with(text: str, cues: tuple[str, ...]) -> bool:
     return text.startswith(cues)
-
-
-def _contains_cue(text: str, cues: tuple[str, ...]) -> bool:
-    return any(cue in text for cue in cues)
 
 
 def is_acknowledgement(text: str, tokens: list[str]) -> bool:
@@ -193,6 +280,11 @@ FEATURE_NAMES: Final = (
     "short",
     "new_entities",
     "length_ratio",
+    "topic_cue",
+    "anaphora",
+    "same_form",
+    "statement",
+    "digits",
 )
 
 
@@ -217,7 +309,7 @@ def lexical_features(
     # The same sentence with one or two words exchanged: another plan, city, date or product.
     swap = 1.0 if shared >= 1 and 1 <= only_a <= 2 and 1 <= only_b <= 2 and jaccard >= 0.3 else 0.0
     head = lowered[:40]
-    corrects = _starts_with(head, CORRECTION_OPENERS) or _contains_cue(lowered, CORRECTION_CUES)
+    corrects = _starts_with(head, CORRECTION_OPENERS) or _CORRECTION.search(lowered) is not None
     correction = 1.0 if corrects else 0.0
     follow_up = 1.0 if _starts_with(head, FOLLOW_UP_CUES) else 0.0
     acknowledgement = 1.0 if is_acknowledgement(lowered, tokens) else 0.0
@@ -225,6 +317,11 @@ def lexical_features(
     new_entities = 1.0 if current.entities - previous.entities else 0.0
     longer = max(previous.length, current.length)
     length_ratio = min(previous.length, current.length) / longer if longer else 0.0
+    topic = 1.0 if _TOPIC.search(head) is not None else 0.0
+    anaphora = 1.0 if any(t in ANAPHORA for t in tokens) else 0.0
+    same_form = 1.0 if current.form >= 0 and current.form == previous.form else 0.0
+    statement = 0.0 if current.question or current.form >= 0 else 1.0
+    digits = 1.0 if any(t.isdigit() or (not t.isalpha() and len(t) > 3) for t in tokens) else 0.0
     return (
         jaccard,
         containment,
@@ -235,4 +332,9 @@ def lexical_features(
         short,
         new_entities,
         length_ratio,
+        topic,
+        anaphora,
+        same_form,
+        statement,
+        digits,
     )
