@@ -1,7 +1,8 @@
 """Rephrase detection: quality on labelled pairs, and its cost on a user message's ``record()``.
 
 Quality: precision, recall and F1 at the default threshold (0.85) by 5-fold cross-validation over
-the 330 labelled pairs of ``benchmarks/data/`` (two files written independently), then in-sample
+the labelled pairs of ``benchmarks/data/rephrase_pairs_*.jsonl`` (three files written
+independently, 510 pairs), then in-sample
 for the shipped weights with errors per kind of pair, and, as the baseline, the article's rule
 alone (embedding cosine ≥ threshold) at 0.85 and at its best threshold.
 
@@ -43,8 +44,7 @@ from opentelemetry.instrumentation.conversation.rephrase.evaluation import (
 )
 
 DATA = Path(__file__).parent / "data"
-TRAIN = DATA / "rephrase_pairs_train.jsonl"
-HELDOUT = DATA / "rephrase_pairs_heldout.jsonl"
+PAIR_FILES = sorted(DATA.glob("rephrase_pairs_*.jsonl"))
 
 
 def _report(name: str, detector: RephraseDetector, pairs: Sequence[LabelledPair]) -> None:
@@ -110,12 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pinned = _util.pin_to_one_core(not args.no_pin)
     print(f"bench_rephrase: {_util.machine_note()}; {pinned}")
-    train, heldout = load_pairs(TRAIN), load_pairs(HELDOUT)
+    by_file = {path.stem: load_pairs(path) for path in PAIR_FILES}
+    pairs = [pair for file_pairs in by_file.values() for pair in file_pairs]
     started = time.perf_counter()
     embedder = WordLlamaEmbedder()
     print(f"default embedder loaded in {time.perf_counter() - started:.2f} s")
     detector = RephraseDetector(embedder)
-    pairs = train + heldout
     if args.fit:
         weights = fit(detector, pairs, l2=args.l2)
         print(f"fitted on {len(pairs)} pairs:\n{weights!r}")
@@ -127,11 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         f"precision {cv.precision:.3f}  recall {cv.recall:.3f}  F1 {cv.f1:.3f}"
     )
     _report("all (in-sample, shipped weights)", detector, pairs)
-    _report("train file", detector, train)
-    _report("second file", detector, heldout)
+    for stem, file_pairs in by_file.items():
+        _report(stem, detector, file_pairs)
     _cosine_baseline(detector, pairs)
     print(f"cost ({args.calls:,} calls each, interleaved):")
-    _cost(embedder, train + heldout, args.calls)
+    _cost(embedder, pairs, args.calls)
     return 0
 
 
