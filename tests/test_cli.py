@@ -532,3 +532,82 @@ def test_version(tmp_path: Path) -> None:
     done = run_cli("--version", cwd=tmp_path)
     assert done.returncode == 0
     assert re.fullmatch(r"\d+\.\d+\S*\n", done.stdout)
+
+
+class TestInfer:
+    """``infer``: one-shot abandonment inference over a store, as cron or a CronJob runs it."""
+
+    def _import(self, store_url: str, tmp_path: Path) -> None:
+        def event(cid: str, n: int, seconds: int, kind: str, **meta: Any) -> dict[str, Any]:
+            return {
+                "id": f"{cid}-{n}",
+                "conversation_id": cid,
+                "user_id": "u",
+                "event_type": kind,
+                "timestamp": _at(seconds),
+                "metadata": meta,
+            }
+
+        records = [
+            # Left after two user messages, 3 hours ago: abandoned at turn 2.
+            event("gone", 0, 0, "started"),
+            event("gone", 1, 1, "user_message", turn=1),
+            event("gone", 2, 2, "agent_response", turn=1),
+            event("gone", 3, 3, "user_message", turn=2),
+            # Completed: an outcome, never inferred.
+            event("done", 0, 0, "started"),
+            event("done", 1, 1, "user_message", turn=1),
+            event("done", 2, 2, "completed", total_turns=1),
+            # Handed off then silent: a human took over, not an abandonment.
+            event("human", 0, 0, "started"),
+            event("human", 1, 1, "user_message", turn=1),
+            event("human", 2, 2, "handoff_requested", reason="billing"),
+        ]
+        path = tmp_path / "events.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        assert run_cli("import", str(path), "--store", store_url, cwd=tmp_path).returncode == 0
+
+    def _abandoned(self, store_url: str, tmp_path: Path, cid: str) -> list[dict[str, Any]]:
+        done = run_cli("conversation", cid, "--format", "json", "--store", store_url, cwd=tmp_path)
+        events = json.loads(done.stdout)["events"]
+        return [e for e in events if e["event_type"] == "abandoned"]
+
+    def test_infers_once_and_only_without_outcome(self, store_url: str, tmp_path: Path) -> None:
+        """The idle conversation is abandoned at its last user turn; a rerun adds nothing;
+        completed and handed-off conversations are left alone."""
+        self._import(store_url, tmp_path)
+        first = run_cli("infer", "--store", store_url, cwd=tmp_path)
+        assert first.returncode == 0, first.stderr
+        assert first.stdout.startswith("inferred 1 abandoned conversations")
+        again = run_cli("infer", "--store", store_url, cwd=tmp_path)
+        assert again.stdout.startswith("inferred 0 abandoned conversations")
+        [abandoned] = self._abandoned(store_url, tmp_path, "gone")
+        assert abandoned["abandoned_at_turn"] == 2 and abandoned["abandon_inferred"] is True
+        assert self._abandoned(store_url, tmp_path, "done") == []
+        assert self._abandoned(store_url, tmp_path, "human") == []
+        report = run_cli("report", "--format", "json", "--store", store_url, cwd=tmp_path)
+        assert json.loads(report.stdout)["abandonment_rate"] == 33.3
+
+    def test_as_of_before_the_timeout_infers_nothing(self, store_url: str, tmp_path: Path) -> None:
+        """--as-of moves "now": ten minutes after the last activity nothing is idle yet."""
+        self._import(store_url, tmp_path)
+        early = (BASE + timedelta(minutes=10)).isoformat()
+        done = run_cli("infer", "--as-of", early, "--store", store_url, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("inferred 0 abandoned conversations")
+        assert self._abandoned(store_url, tmp_path, "gone") == []
+
+    @pytest.mark.parametrize(
+        ("flag", "value", "message"),
+        [
+            ("--idle-timeout", "0", "must be a positive integer"),
+            ("--as-of", "yesterday", "not an ISO 8601 time"),
+        ],
+    )
+    def test_bad_input_is_a_usage_error(
+        self, store_url: str, tmp_path: Path, flag: str, value: str, message: str
+    ) -> None:
+        """A bad flag value exits 2 with a plain message and touches no store."""
+        done = run_cli("infer", flag, value, "--store", store_url, cwd=tmp_path)
+        assert done.returncode == 2
+        assert message in done.stderr

@@ -1,4 +1,4 @@
-"""``conversation-analytics``: demo, report, conversation, import and schema."""
+"""``conversation-analytics``: demo, report, conversation, import, infer, schema, collector."""
 
 from __future__ import annotations
 
@@ -8,9 +8,14 @@ import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from opentelemetry.exporter.conversation_analytics.analytics import DEFAULT_DAYS
+from opentelemetry.exporter.conversation_analytics.collector.inference import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_LOOKBACK,
+)
 from opentelemetry.exporter.conversation_analytics.store import (
     Schema,
     StoreError,
@@ -29,6 +34,16 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be a positive integer")
     return value
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time: {text!r} (e.g. 2026-12-01T18:00:00Z)"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _add_store(parser: argparse.ArgumentParser) -> None:
@@ -132,6 +147,34 @@ def build_parser() -> argparse.ArgumentParser:
     importer = commands.add_parser("import", help="backfill from JSON lines (article's records)")
     importer.add_argument("file", help="path to a JSON-lines file, or - for standard input")
     _add_store(importer)
+
+    infer = commands.add_parser(
+        "infer",
+        help="infer abandoned conversations once (idempotent: safe from cron or a CronJob)",
+    )
+    infer.add_argument(
+        "--idle-timeout",
+        type=_positive_int,
+        default=int(DEFAULT_IDLE_TIMEOUT.total_seconds()),
+        metavar="SECONDS",
+        help="silence after which a conversation with no outcome is abandoned "
+        "(default: %(default)s)",
+    )
+    infer.add_argument(
+        "--lookback",
+        type=_positive_int,
+        default=int(DEFAULT_LOOKBACK.total_seconds()),
+        metavar="SECONDS",
+        help="how far back idle conversations are looked for (default: %(default)s)",
+    )
+    infer.add_argument(
+        "--as-of",
+        type=_timestamp,
+        default=None,
+        metavar="TIME",
+        help="infer as if now were TIME (ISO 8601, UTC if no offset), for imported history",
+    )
+    _add_store(infer)
 
     schema = commands.add_parser("schema", help="print (or --apply) the DDL")
     schema.add_argument("--cluster", default=None, help="replicated cluster variant (ON CLUSTER)")
@@ -288,6 +331,33 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from opentelemetry.exporter.conversation_analytics.collector.inference import (
+        AbandonmentSweeper,
+    )
+    from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline
+
+    now = args.as_of or datetime.now(timezone.utc)
+    store = open_store(args.store)
+    pipeline = ConversationPipeline(store)
+    try:
+        sweeper = AbandonmentSweeper(
+            pipeline,
+            idle_timeout=timedelta(seconds=args.idle_timeout),
+            lookback=timedelta(seconds=args.lookback),
+            clock=lambda: now,
+        )
+        inferred = sweeper.sweep()
+    finally:
+        pipeline.close()
+        store.close()
+    print(
+        f"inferred {inferred} abandoned conversations as of {now.isoformat()} "
+        f"(idle over {args.idle_timeout} s, looked back {args.lookback} s)"
+    )
+    return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     schema = Schema(database=args.database, cluster=args.cluster, ttl_days=args.ttl_days)
     if not args.apply:
@@ -326,6 +396,7 @@ _COMMANDS = {
     "report": _cmd_report,
     "conversation": _cmd_conversation,
     "import": _cmd_import,
+    "infer": _cmd_infer,
     "schema": _cmd_schema,
     "collector": _cmd_collector,
 }
