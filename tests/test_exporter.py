@@ -285,3 +285,62 @@ class TestFaults:
         exporter.shutdown()
         dropped = _value(exporter.metrics.registry, m.EVENTS_DROPPED + "_total", reason="shutdown")
         assert dropped == 1
+
+
+class TestAbandonmentInference:
+    """The exporter's optional inference thread: the collector's decisions without a collector."""
+
+    def _await(self, condition: object, deadline_s: float = 60.0) -> bool:
+        import time
+
+        give_up = time.monotonic() + deadline_s
+        while time.monotonic() < give_up:
+            if condition():  # type: ignore[operator]
+                return True
+            time.sleep(0.05)
+        return False
+
+    def test_idle_conversation_is_abandoned_in_the_background(
+        self, store: ConversationStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With CONVERSATION_ANALYTICS_INFER_ABANDONMENT=true an idle conversation gets one
+        inferred abandonment at its last user turn; a completed one gets none."""
+        from datetime import datetime, timedelta, timezone
+
+        from opentelemetry.exporter.conversation_analytics.exporter import (
+            ENV_IDLE_TIMEOUT,
+            ENV_INFER_ABANDONMENT,
+        )
+
+        monkeypatch.setenv(ENV_INFER_ABANDONMENT, "true")
+        monkeypatch.setenv(ENV_IDLE_TIMEOUT, "2")
+        exporter = ConversationAnalyticsExporter(store, registry=CollectorRegistry())
+        tp = TracerProvider()
+        tp.add_span_processor(SimpleSpanProcessor(exporter))
+        tracker = ConversationTracker(tp, agent_name="bot", user_id_key=b"k")
+        past = datetime.now(timezone.utc) - timedelta(minutes=5)
+        for cid in ("idle", "finished"):
+            tracker.record(cid, "u", ConversationEvent.STARTED, timestamp=past)
+            tracker.record(cid, "u", ConversationEvent.USER_MESSAGE, timestamp=past, turn=1)
+        tracker.record("finished", "u", ConversationEvent.COMPLETED, timestamp=past)
+
+        def abandoned(cid: str) -> list[dict[str, object]]:
+            events = store.conversation(cid).events
+            return [e for e in events if e["event_type"] == "abandoned"]
+
+        try:
+            assert self._await(lambda: abandoned("idle"))
+            [event] = abandoned("idle")
+            assert event["abandon_inferred"] is True and event["abandoned_at_turn"] == 1
+            assert abandoned("finished") == []
+        finally:
+            tp.shutdown()
+        assert exporter._sweeper is not None and not exporter._sweeper._thread.is_alive()  # type: ignore[union-attr]
+
+    def test_off_by_default(self, store: ConversationStore) -> None:
+        """Without the setting no inference thread runs."""
+        exporter = ConversationAnalyticsExporter(store, registry=CollectorRegistry())
+        try:
+            assert exporter._sweeper is None
+        finally:
+            exporter.shutdown()

@@ -9,12 +9,17 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Final
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client import CollectorRegistry, start_http_server
 
+from opentelemetry.exporter.conversation_analytics.collector.inference import (
+    DEFAULT_IDLE_TIMEOUT,
+    AbandonmentSweeper,
+)
 from opentelemetry.exporter.conversation_analytics.extract import rows_from_spans
 from opentelemetry.exporter.conversation_analytics.metrics import ConversationMetrics
 from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline, Outcome
@@ -26,6 +31,10 @@ _logger = logging.getLogger(__name__)
 ENV_METRICS_PORT: Final = "CONVERSATION_ANALYTICS_METRICS_PORT"
 ENV_METRICS_HOST: Final = "CONVERSATION_ANALYTICS_METRICS_HOST"
 ENV_STORE_CONTENT: Final = "CONVERSATION_ANALYTICS_STORE_CONTENT"
+#: Run abandonment inference in a background thread of the exporting process (``true``/``false``).
+ENV_INFER_ABANDONMENT: Final = "CONVERSATION_ANALYTICS_INFER_ABANDONMENT"
+#: Seconds of silence after which inference calls a conversation abandoned (as the collector's).
+ENV_IDLE_TIMEOUT: Final = "CONVERSATION_ANALYTICS_IDLE_TIMEOUT"
 DEFAULT_METRICS_HOST: Final = "127.0.0.1"
 SOURCE: Final = "exporter"
 
@@ -39,6 +48,9 @@ class ConversationAnalyticsExporter(SpanExporter):
     application's start. ``metrics_port`` (else
     ``$CONVERSATION_ANALYTICS_METRICS_PORT``) serves ``/metrics`` on ``metrics_host`` (else
     ``$CONVERSATION_ANALYTICS_METRICS_HOST``, default 127.0.0.1); 0 picks a free port.
+    ``infer_abandonment`` (else ``$CONVERSATION_ANALYTICS_INFER_ABANDONMENT``, off) runs
+    abandonment inference in a background thread, as the collector does, after ``idle_timeout``
+    seconds of silence (else ``$CONVERSATION_ANALYTICS_IDLE_TIMEOUT``, default 1800).
     """
 
     def __init__(
@@ -51,6 +63,8 @@ class ConversationAnalyticsExporter(SpanExporter):
         max_label_values: int | None = None,
         store_content: bool | None = None,
         pipeline: ConversationPipeline | None = None,
+        infer_abandonment: bool | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         if pipeline is None:
             metrics = ConversationMetrics(registry, max_label_values)
@@ -76,6 +90,22 @@ class ConversationAnalyticsExporter(SpanExporter):
             )
             self._server = server
             self.metrics_port = int(server.server_address[1])
+        self._sweeper = None
+        if (
+            env_flag(ENV_INFER_ABANDONMENT, False)
+            if infer_abandonment is None
+            else infer_abandonment
+        ):
+            self._sweeper = self._start_inference(idle_timeout)
+
+    def _start_inference(self, idle_timeout: float | None) -> AbandonmentSweeper:
+        """Abandonment inference in a thread of its own, never on the export path."""
+        if idle_timeout is None:
+            raw = os.environ.get(ENV_IDLE_TIMEOUT)
+            idle_timeout = float(raw) if raw else DEFAULT_IDLE_TIMEOUT.total_seconds()
+        sweeper = AbandonmentSweeper(self.pipeline, idle_timeout=timedelta(seconds=idle_timeout))
+        sweeper.start()
+        return sweeper
 
     @property
     def store(self) -> ConversationStore:
@@ -108,6 +138,8 @@ class ConversationAnalyticsExporter(SpanExporter):
             return
         self._shutdown = True
         try:
+            if self._sweeper is not None:
+                self._sweeper.stop()
             self.pipeline.close()
         finally:
             if self._server is not None:
