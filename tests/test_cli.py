@@ -611,3 +611,66 @@ class TestInfer:
         done = run_cli("infer", flag, value, "--store", store_url, cwd=tmp_path)
         assert done.returncode == 2
         assert message in done.stderr
+
+
+class TestFeedback:
+    """``feedback ID positive|negative``: a rating that arrives after the conversation."""
+
+    def _one_conversation(self, store_url: str, tmp_path: Path) -> None:
+        records = [
+            {"id": "c-0", "conversation_id": "late", "user_id": "u", "event_type": "started",
+             "timestamp": _at(0), "metadata": {"agent": "bot"}},
+            {"id": "c-1", "conversation_id": "late", "user_id": "u",
+             "event_type": "user_message", "timestamp": _at(1), "metadata": {"agent": "bot"}},
+            {"id": "c-2", "conversation_id": "late", "user_id": "u", "event_type": "completed",
+             "timestamp": _at(2), "metadata": {"agent": "bot"}},
+        ]  # fmt: skip
+        path = tmp_path / "one.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        assert run_cli("import", str(path), "--store", store_url, cwd=tmp_path).returncode == 0
+
+    def _detail(self, store_url: str, tmp_path: Path) -> dict[str, Any]:
+        done = run_cli(
+            "conversation", "late", "--format", "json", "--store", store_url, cwd=tmp_path
+        )
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+    def test_late_rating_counts_once_per_id(self, store_url: str, tmp_path: Path) -> None:
+        """A negative rating joins the conversation's satisfaction (0.9 -> mean of 0.9 and 0.0)
+        under its agent; the same --id twice is stored once."""
+        self._one_conversation(store_url, tmp_path)
+        assert self._detail(store_url, tmp_path)["satisfaction"] == pytest.approx(0.9)
+        for _ in range(2):
+            done = run_cli(
+                "feedback", "late", "negative", "--id", "fb-1", "--user-id", "rater@example.com",
+                "--store", store_url, cwd=tmp_path,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+        detail = self._detail(store_url, tmp_path)
+        ratings = [e for e in detail["events"] if e["event_type"] == "feedback_received"]
+        assert len(ratings) == 1
+        assert ratings[0]["feedback_rating"] == "negative" and ratings[0]["agent_name"] == "bot"
+        assert "example.com" not in json.dumps(detail)
+        assert detail["satisfaction"] == pytest.approx(0.45)
+
+    def test_unknown_conversation_fails(self, store_url: str, tmp_path: Path) -> None:
+        """Feedback for a conversation the store has never seen exits 1 and says so."""
+        self._one_conversation(store_url, tmp_path)
+        done = run_cli("feedback", "nobody", "positive", "--store", store_url, cwd=tmp_path)
+        assert done.returncode == 1
+        assert "unknown conversation 'nobody'" in done.stderr
+
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (["late", "meh"], "invalid choice"),
+            (["late", "positive", "--score", "7"], "must be between 0 and 1"),
+        ],
+    )
+    def test_bad_input_is_a_usage_error(
+        self, store_url: str, tmp_path: Path, args: list[str], message: str
+    ) -> None:
+        """A bad rating or score exits 2 with a plain message."""
+        done = run_cli("feedback", *args, "--store", store_url, cwd=tmp_path)
+        assert done.returncode == 2
+        assert message in done.stderr

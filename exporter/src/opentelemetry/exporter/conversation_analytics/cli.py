@@ -23,6 +23,7 @@ from opentelemetry.exporter.conversation_analytics.store import (
     resolve_store_url,
 )
 from opentelemetry.exporter.conversation_analytics.version import __version__
+from opentelemetry.instrumentation.conversation.semconv import RATINGS, ConversationEvent
 
 DEFAULT_DEMO_METRICS_PORT = 9464
 EXIT_USAGE = 2
@@ -44,6 +45,16 @@ def _timestamp(text: str) -> datetime:
             f"not an ISO 8601 time: {text!r} (e.g. 2026-12-01T18:00:00Z)"
         ) from None
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
 
 
 def _add_store(parser: argparse.ArgumentParser) -> None:
@@ -175,6 +186,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="infer as if now were TIME (ISO 8601, UTC if no offset), for imported history",
     )
     _add_store(infer)
+
+    feedback = commands.add_parser(
+        "feedback", help="record a rating that arrived after the conversation (late feedback)"
+    )
+    feedback.add_argument("conversation_id")
+    feedback.add_argument("rating", choices=sorted(RATINGS))
+    feedback.add_argument("--score", type=_unit_interval, default=None, help="0..1")
+    feedback.add_argument("--user-id", default=None, help="the rater (pseudonymised)")
+    feedback.add_argument(
+        "--id", default=None, help="idempotency key: the same id twice is stored once"
+    )
+    feedback.add_argument(
+        "--timestamp", type=_timestamp, default=None, metavar="TIME", help="default: now"
+    )
+    _add_store(feedback)
 
     schema = commands.add_parser("schema", help="print (or --apply) the DDL")
     schema.add_argument("--cluster", default=None, help="replicated cluster variant (ON CLUSTER)")
@@ -358,6 +384,41 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_feedback(args: argparse.Namespace) -> int:
+    from opentelemetry.exporter.conversation_analytics.importer import row_from_record
+    from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline, Outcome
+    from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer
+
+    when = args.timestamp or datetime.now(timezone.utc)
+    store = open_store(args.store)
+    pipeline = ConversationPipeline(store)
+    try:
+        events = store.conversation(args.conversation_id).events
+        if not events:
+            print(
+                f"conversation-analytics feedback: unknown conversation {args.conversation_id!r}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+        agent = next((str(e["agent_name"]) for e in reversed(events) if e.get("agent_name")), "")
+        record = {
+            "id": args.id,
+            "conversation_id": args.conversation_id,
+            "user_id": args.user_id,
+            "event_type": ConversationEvent.FEEDBACK_RECEIVED.value,
+            "timestamp": when.isoformat(),
+            "metadata": {"rating": args.rating, "score": args.score, "agent": agent or None},
+        }
+        row = row_from_record(record, UserIdPseudonymizer())
+        if pipeline.submit([row], "feedback") is not Outcome.WRITTEN:
+            raise StoreError("the store did not accept the feedback")
+    finally:
+        pipeline.close()
+        store.close()
+    print(f"recorded {args.rating} feedback for {args.conversation_id} (event {row.event_id})")
+    return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     schema = Schema(database=args.database, cluster=args.cluster, ttl_days=args.ttl_days)
     if not args.apply:
@@ -397,6 +458,7 @@ _COMMANDS = {
     "conversation": _cmd_conversation,
     "import": _cmd_import,
     "infer": _cmd_infer,
+    "feedback": _cmd_feedback,
     "schema": _cmd_schema,
     "collector": _cmd_collector,
 }
