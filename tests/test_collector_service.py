@@ -503,3 +503,76 @@ class TestTls:
         assert len(store.conversation("over-grpc").events) == 1
         assert len(store.conversation("over-http").events) == 1
         assert store.conversation("plain").events == []
+
+
+class TestFeedbackApi:
+    """``POST /api/v1/feedback``: late ratings through the collector, durable like OTLP input."""
+
+    @pytest.fixture
+    def api(self, store: ConversationStore, store_url: str, tmp_path: Path) -> Iterator[int]:
+        config = CollectorConfig(
+            store=store_url,
+            grpc_endpoint="",
+            http_endpoint="",
+            metrics_endpoint="127.0.0.1:0",
+            spool_dir=str(tmp_path / "spool"),
+            auth_token="s3cret",
+        )
+        _talk(store, "rated", T0, turns=1)
+        collector = start_collector(config, store=store)
+        yield collector.ports["metrics"]
+        collector.stop()
+
+    def _post(self, port: int, body: bytes, token: str | None = "s3cret") -> tuple[int, dict]:  # type: ignore[type-arg]
+        import json
+
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("POST", "/api/v1/feedback", body=body, headers=headers)
+        response = connection.getresponse()
+        document = json.loads(response.read() or b"{}")
+        connection.close()
+        return response.status, document
+
+    def test_accepted_once_per_id(self, api: int, store: ConversationStore) -> None:
+        """A valid rating answers 202 and is stored under the conversation's agent; the same
+        id twice is one event; the rater's id is pseudonymised."""
+        body = (
+            b'{"conversation_id": "rated", "rating": "negative", "score": 0.2, "id": "fb-7", '
+            b'"user_id": "rater@example.com"}'
+        )
+        for _ in range(2):
+            status, document = self._post(api, body)
+            assert status == 202, document
+        ratings = [
+            e for e in store.conversation("rated").events if e["event_type"] == "feedback_received"
+        ]
+        assert len(ratings) == 1
+        assert (ratings[0]["feedback_rating"], ratings[0]["agent_name"]) == ("negative", "bot")
+        assert ratings[0]["user_id"] and "example.com" not in ratings[0]["user_id"]
+
+    @pytest.mark.parametrize(
+        ("body", "token", "status"),
+        [
+            (b'{"conversation_id": "rated", "rating": "positive"}', None, 401),
+            (b'{"conversation_id": "rated", "rating": "positive"}', "wrong", 401),
+            (b"not json", "s3cret", 400),
+            (b'{"conversation_id": "rated", "rating": "meh"}', "s3cret", 400),
+            (b'{"conversation_id": "rated", "rating": "positive", "score": 3}', "s3cret", 400),
+            (b'{"conversation_id": "rated", "rating": "positive", "x": 1}', "s3cret", 400),
+            (b'{"conversation_id": "nobody", "rating": "positive"}', "s3cret", 404),
+            (b'{"conversation_id": "rated", "id": "' + b"x" * 70_000 + b'"}', "s3cret", 413),
+        ],
+    )  # fmt: skip
+    def test_bad_requests(
+        self, api: int, store: ConversationStore, body: bytes, token: str | None, status: int
+    ) -> None:
+        """Auth is checked first (401); a bad body is a clear 400, an unknown conversation a
+        404, an oversized body a 413; nothing is stored."""
+        got, document = self._post(api, body, token)
+        assert got == status, document
+        assert "error" in document
+        events = store.conversation("rated").events
+        assert not [e for e in events if e["event_type"] == "feedback_received"]

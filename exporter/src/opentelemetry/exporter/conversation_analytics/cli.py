@@ -23,7 +23,7 @@ from opentelemetry.exporter.conversation_analytics.store import (
     resolve_store_url,
 )
 from opentelemetry.exporter.conversation_analytics.version import __version__
-from opentelemetry.instrumentation.conversation.semconv import RATINGS, ConversationEvent
+from opentelemetry.instrumentation.conversation.semconv import RATINGS
 
 DEFAULT_DEMO_METRICS_PORT = 9464
 EXIT_USAGE = 2
@@ -385,33 +385,30 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
 
 def _cmd_feedback(args: argparse.Namespace) -> int:
-    from opentelemetry.exporter.conversation_analytics.importer import row_from_record
+    from opentelemetry.exporter.conversation_analytics.feedback import (
+        SOURCE,
+        UnknownConversation,
+        feedback_row,
+    )
     from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline, Outcome
-    from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer
 
-    when = args.timestamp or datetime.now(timezone.utc)
     store = open_store(args.store)
     pipeline = ConversationPipeline(store)
     try:
-        events = store.conversation(args.conversation_id).events
-        if not events:
-            print(
-                f"conversation-analytics feedback: unknown conversation {args.conversation_id!r}",
-                file=sys.stderr,
-            )
-            return EXIT_FAILURE
-        agent = next((str(e["agent_name"]) for e in reversed(events) if e.get("agent_name")), "")
-        record = {
-            "id": args.id,
-            "conversation_id": args.conversation_id,
-            "user_id": args.user_id,
-            "event_type": ConversationEvent.FEEDBACK_RECEIVED.value,
-            "timestamp": when.isoformat(),
-            "metadata": {"rating": args.rating, "score": args.score, "agent": agent or None},
-        }
-        row = row_from_record(record, UserIdPseudonymizer())
-        if pipeline.submit([row], "feedback") is not Outcome.WRITTEN:
+        row = feedback_row(
+            store,
+            args.conversation_id,
+            args.rating,
+            score=args.score,
+            user_id=args.user_id,
+            event_id=args.id,
+            timestamp=args.timestamp.isoformat() if args.timestamp else None,
+        )
+        if pipeline.submit([row], SOURCE) is not Outcome.WRITTEN:
             raise StoreError("the store did not accept the feedback")
+    except UnknownConversation as exc:
+        print(f"conversation-analytics feedback: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     finally:
         pipeline.close()
         store.close()

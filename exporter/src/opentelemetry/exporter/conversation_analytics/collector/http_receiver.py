@@ -1,5 +1,6 @@
 """OTLP/HTTP receiver (``/v1/traces``, ``/v1/logs``; protobuf or JSON; gzip) and the admin server
-(``/metrics``, ``/healthz``, ``/readyz``, ``/api/v1/report``, ``/api/v1/conversation``).
+(``/metrics``, ``/healthz``, ``/readyz``, ``/api/v1/report``, ``/api/v1/conversation``,
+``POST /api/v1/feedback``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ SOURCE: Final = "otlp_http"
 PROTOBUF: Final = "application/x-protobuf"
 JSON: Final = "application/json"
 _PATHS: Final = {"/v1/traces": Signal.TRACES, "/v1/logs": Signal.LOGS}
+FEEDBACK_PATH: Final = "/api/v1/feedback"
+#: Largest feedback body accepted (after decompression): a rating is a few hundred bytes.
+MAX_FEEDBACK_BYTES: Final = 64 * 1024
 
 
 class TooLarge(Exception):
@@ -195,6 +199,33 @@ class AdminHandler(_Handler):
             self._json(400, {"error": str(exc)})
         except Exception as exc:
             self._json(503, {"error": f"store unavailable: {str(exc)[:200]}"})
+
+    def do_POST(self) -> None:
+        from opentelemetry.exporter.conversation_analytics.feedback import UnknownConversation
+
+        if urlsplit(self.path).path != FEEDBACK_PATH:
+            self._json(404, {"error": "not found"})
+            return
+        if not self._authorized():
+            self._json(401, {"error": "missing or wrong bearer token"})
+            return
+        cap = min(MAX_FEEDBACK_BYTES, self.service.config.max_request_bytes)
+        try:
+            body = json.loads(_read_body(self, cap))
+            self._json(202, self.service.feedback(body))
+        except TooLarge:
+            self._json(413, {"error": f"body larger than {cap} bytes"}, {"Connection": "close"})
+            self.close_connection = True
+        except UnknownConversation as exc:
+            self._json(404, {"error": str(exc)})
+        except ValueError as exc:  # includes a body that is not JSON
+            self._json(400, {"error": f"bad feedback: {str(exc)[:300]}"})
+        except Exception as exc:
+            self._json(
+                503,
+                {"error": f"store unavailable: {str(exc)[:200]}"},
+                {"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
 
     def _metrics(self, _query: dict[str, str]) -> None:
         self._reply(200, generate_latest(self.service.metrics.registry), CONTENT_TYPE_LATEST)

@@ -217,3 +217,17 @@ class CollectorService:
 
     def conversation(self, conversation_id: str) -> dict[str, Any]:
         return self.pipeline.store.conversation(conversation_id).to_dict()
+
+    def feedback(self, body: object) -> dict[str, Any]:
+        """Store one late rating (``POST /api/v1/feedback``): acknowledged only once written or
+        spooled, like OTLP input. ``ValueError`` for a bad body, ``UnknownConversation``."""
+        from opentelemetry.exporter.conversation_analytics.feedback import (
+            SOURCE,
+            feedback_row_from_body,
+        )
+
+        row = feedback_row_from_body(self.pipeline.store, body)
+        outcome = self.pipeline.submit([row], SOURCE)
+        if outcome is Outcome.REJECTED:
+            raise RuntimeError("store unavailable and spool full")
+        return {"accepted": True, "event_id": row.event_id, "outcome": outcome.value}
