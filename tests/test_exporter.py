@@ -337,6 +337,21 @@ class TestAbandonmentInference:
             tp.shutdown()
         assert exporter._sweeper is not None and not exporter._sweeper._thread.is_alive()  # type: ignore[union-attr]
 
+    @pytest.mark.parametrize(
+        ("value", "message"), [("soon", "must be a number of seconds"), ("0", "must be positive")]
+    )
+    def test_bad_idle_timeout_is_a_clear_error(
+        self, store: ConversationStore, monkeypatch: pytest.MonkeyPatch, value: str, message: str
+    ) -> None:
+        """A bad CONVERSATION_ANALYTICS_IDLE_TIMEOUT says which setting is wrong and why."""
+        from opentelemetry.exporter.conversation_analytics.exporter import ENV_IDLE_TIMEOUT
+
+        monkeypatch.setenv(ENV_IDLE_TIMEOUT, value)
+        with pytest.raises(ValueError, match=message):
+            ConversationAnalyticsExporter(
+                store, registry=CollectorRegistry(), infer_abandonment=True
+            )
+
     def test_off_by_default(self, store: ConversationStore) -> None:
         """Without the setting no inference thread runs."""
         exporter = ConversationAnalyticsExporter(store, registry=CollectorRegistry())

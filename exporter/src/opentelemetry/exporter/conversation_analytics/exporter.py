@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client import CollectorRegistry, start_http_server
 
+from opentelemetry.exporter.conversation_analytics.collector.config import CollectorConfig
 from opentelemetry.exporter.conversation_analytics.collector.inference import (
     DEFAULT_IDLE_TIMEOUT,
     AbandonmentSweeper,
@@ -33,8 +34,9 @@ ENV_METRICS_HOST: Final = "CONVERSATION_ANALYTICS_METRICS_HOST"
 ENV_STORE_CONTENT: Final = "CONVERSATION_ANALYTICS_STORE_CONTENT"
 #: Run abandonment inference in a background thread of the exporting process (``true``/``false``).
 ENV_INFER_ABANDONMENT: Final = "CONVERSATION_ANALYTICS_INFER_ABANDONMENT"
-#: Seconds of silence after which inference calls a conversation abandoned (as the collector's).
-ENV_IDLE_TIMEOUT: Final = "CONVERSATION_ANALYTICS_IDLE_TIMEOUT"
+#: Seconds of silence after which inference calls a conversation abandoned: the collector's
+#: variable, so one setting serves both.
+ENV_IDLE_TIMEOUT: Final = CollectorConfig.env_name("idle_timeout")
 DEFAULT_METRICS_HOST: Final = "127.0.0.1"
 SOURCE: Final = "exporter"
 
@@ -102,7 +104,12 @@ class ConversationAnalyticsExporter(SpanExporter):
         """Abandonment inference in a thread of its own, never on the export path."""
         if idle_timeout is None:
             raw = os.environ.get(ENV_IDLE_TIMEOUT)
-            idle_timeout = float(raw) if raw else DEFAULT_IDLE_TIMEOUT.total_seconds()
+            try:
+                idle_timeout = float(raw) if raw else DEFAULT_IDLE_TIMEOUT.total_seconds()
+            except ValueError:
+                raise ValueError(
+                    f"{ENV_IDLE_TIMEOUT} must be a number of seconds, got {raw!r}"
+                ) from None
         sweeper = AbandonmentSweeper(self.pipeline, idle_timeout=timedelta(seconds=idle_timeout))
         sweeper.start()
         return sweeper

@@ -25,6 +25,7 @@ from opentelemetry.instrumentation.conversation.rephrase.embedders import (
 from opentelemetry.instrumentation.conversation.rephrase.lexical import (
     MessageSignature,
     lexical_features,
+    same_text,
     signature,
     text_digest,
     words,
@@ -59,6 +60,22 @@ class _Previous:
     signature: MessageSignature
     digest: int
     at: float
+
+
+def _message(embed: Callable[[str], Any], text: str, now: float) -> tuple[_Previous, list[str]]:
+    """What one message contributes: what is kept of it, and its words (for this call only)."""
+    text = text[:MAX_TEXT_LENGTH]
+    tokens = words(text)
+    entry = _Previous(embed(text), signature(text, tokens), text_digest(tokens), now)
+    return entry, tokens
+
+
+def _features(
+    previous: _Previous, current: _Previous, text: str, tokens: list[str]
+) -> tuple[float, ...]:
+    """The model's inputs for ``text`` (already truncated) after ``previous``."""
+    cosine = float(previous.vector.dot(current.vector))
+    return (cosine, *lexical_features(previous.signature, text, current.signature, tokens))
 
 
 def _unit_vector(embedder: Embedder) -> Callable[[str], Any]:
@@ -135,48 +152,45 @@ class RephraseDetector:
         if embed is None:
             self.skipped += 1
             return None
-        text = text[:MAX_TEXT_LENGTH]
+        now = self._clock()
         try:
-            vector = embed(text)
+            entry, tokens = _message(embed, text, now)
         except Exception:
             self._fail("embedding a message")
             return None
-        tokens = words(text)
-        current = signature(text, tokens)
-        now = self._clock()
-        entry = _Previous(vector, current, text_digest(tokens), now)
         with self._lock:
             previous = self._previous.pop(conversation_id, None)
             self._previous[conversation_id] = entry
             self._evict(now)
         if previous is None or now - previous.at > self._max_age:
             return None
-        cosine = float(previous.vector.dot(vector))
-        lexical = lexical_features(previous.signature, text, current, tokens)
-        score = self._weights.score((cosine, *lexical))
-        return RephraseResult(
-            round(score, 4), is_rephrase(score) and entry.digest != previous.digest
-        )
+        score = self._weights.score(_features(previous, entry, text, tokens))
+        return RephraseResult(round(score, 4), is_rephrase(score, entry.digest == previous.digest))
 
-    def score(self, previous_text: str, text: str) -> float:
-        """The score of one pair of messages (for calibration and benchmarks); needs the
-        embedder to be ready."""
+    def decide(self, previous_text: str, text: str) -> bool:
+        """The decision :meth:`observe` would take for this pair (for benchmarks and tests);
+        needs the embedder."""
         features = self.features(previous_text, text)
-        return self._weights.score(features)
+        return is_rephrase(self._weights.score(features), same_text(previous_text, text))
 
     def features(self, previous_text: str, text: str) -> Sequence[float]:
-        """The model's inputs for one pair (see :data:`.lexical.FEATURE_NAMES`)."""
+        """The model's inputs for one pair (see :data:`.lexical.FEATURE_NAMES`), built as
+        :meth:`observe` builds them."""
         if not self.wait_ready() or self._embed is None:
             raise RuntimeError("the embedder is not available")
-        a, b = self._embed(previous_text), self._embed(text)
-        return (float(a.dot(b)), *lexical_features(signature(previous_text), text, signature(text)))
+        previous, _ = _message(self._embed, previous_text, 0.0)
+        current, tokens = _message(self._embed, text, 0.0)
+        return _features(previous, current, text[:MAX_TEXT_LENGTH], tokens)
 
     def forget(self, conversation_id: str) -> None:
         """Drop what is kept for a conversation (it ended)."""
         with self._lock:
             self._previous.pop(conversation_id, None)
 
-    def __len__(self) -> int:
+    @property
+    def tracked(self) -> int:
+        """Conversations whose previous message is kept (not ``__len__``: an empty detector
+        must not be falsy)."""
         return len(self._previous)
 
     def _evict(self, now: float) -> None:

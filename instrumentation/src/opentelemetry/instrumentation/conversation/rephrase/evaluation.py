@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opentelemetry.instrumentation.conversation.rephrase.detector import RephraseDetector
-from opentelemetry.instrumentation.conversation.rephrase.lexical import text_digest, words
+from opentelemetry.instrumentation.conversation.rephrase.lexical import same_text
 from opentelemetry.instrumentation.conversation.rephrase.scorer import (
     RephraseWeights,
     fit_weights,
@@ -78,11 +78,7 @@ class Scores:
 
 def decisions(detector: RephraseDetector, pairs: Iterable[LabelledPair]) -> list[bool]:
     """The detector's decision on each pair, as :meth:`RephraseDetector.observe` decides."""
-    out = []
-    for pair in pairs:
-        differs = text_digest(words(pair.previous)) != text_digest(words(pair.message))
-        out.append(is_rephrase(detector.score(pair.previous, pair.message)) and differs)
-    return out
+    return [detector.decide(pair.previous, pair.message) for pair in pairs]
 
 
 def score_pairs(predicted: Sequence[bool], pairs: Sequence[LabelledPair]) -> Scores:
@@ -123,6 +119,6 @@ def cross_validate(
             [features[i] for i in train], [pairs[i].rephrase for i in train], l2=l2
         )
         for i in held:
-            differs = text_digest(words(pairs[i].previous)) != text_digest(words(pairs[i].message))
-            predicted[i] = is_rephrase(weights.score(features[i])) and differs
+            same = same_text(pairs[i].previous, pairs[i].message)
+            predicted[i] = is_rephrase(weights.score(features[i]), same)
     return score_pairs(predicted, pairs)

@@ -257,8 +257,9 @@ def text_digest(tokens: list[str]) -> int:
     return hash(" ".join(tokens))
 
 
-def _starts_with(text: str, cues: tuple[str, ...]) -> bool:
-    return text.startswith(cues)
+def same_text(previous: str, text: str) -> bool:
+    """Whether two messages are the same text up to case, spacing and punctuation."""
+    return text_digest(words(previous)) == text_digest(words(text))
 
 
 def is_acknowledgement(text: str, tokens: list[str]) -> bool:
@@ -268,7 +269,8 @@ def is_acknowledgement(text: str, tokens: list[str]) -> bool:
     return all(t in _ACK_WORDS for t in tokens)
 
 
-#: Names of the features, in the order :func:`features` returns them (and the weights use).
+#: Names of the features, in the order the detector builds them (and the weights use): the
+#: embedding cosine, then :func:`lexical_features`.
 FEATURE_NAMES: Final = (
     "cosine",
     "jaccard",
@@ -309,9 +311,9 @@ def lexical_features(
     # The same sentence with one or two words exchanged: another plan, city, date or product.
     swap = 1.0 if shared >= 1 and 1 <= only_a <= 2 and 1 <= only_b <= 2 and jaccard >= 0.3 else 0.0
     head = lowered[:40]
-    corrects = _starts_with(head, CORRECTION_OPENERS) or _CORRECTION.search(lowered) is not None
+    corrects = head.startswith(CORRECTION_OPENERS) or _CORRECTION.search(lowered) is not None
     correction = 1.0 if corrects else 0.0
-    follow_up = 1.0 if _starts_with(head, FOLLOW_UP_CUES) else 0.0
+    follow_up = 1.0 if head.startswith(FOLLOW_UP_CUES) else 0.0
     acknowledgement = 1.0 if is_acknowledgement(lowered, tokens) else 0.0
     short = 1.0 if len(tokens) <= 3 else 0.0
     new_entities = 1.0 if current.entities - previous.entities else 0.0

@@ -65,9 +65,10 @@ DEFAULT_WEIGHTS: Final = RephraseWeights(
 )
 
 
-def is_rephrase(score: float) -> bool:
-    """The decision: a score at or above the threshold (the article's 0.85)."""
-    return score >= semconv.REPHRASE_THRESHOLD
+def is_rephrase(score: float, same_text: bool) -> bool:
+    """The decision: a score at or above the threshold (the article's 0.85), for a message
+    whose words differ from the previous one's (the same text again is not a rephrase)."""
+    return not same_text and score >= semconv.REPHRASE_THRESHOLD
 
 
 def fit_weights(
