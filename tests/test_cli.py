@@ -31,7 +31,7 @@ SPEC_KEYS = {
     "avg_duration_seconds",
     "drop_off",
 }
-EXTRA_KEYS = {"avg_satisfaction", "rephrase_rate", "days", "agents"}
+EXTRA_KEYS = {"avg_satisfaction", "rephrase_rate", "days", "agents", "evaluations"}
 RATE_KEYS = ("completion_rate", "abandonment_rate", "handoff_rate")
 DEMO_AGENTS = {"support-bot", "research-assistant"}
 DEMO_CONVERSATIONS = 200

@@ -136,6 +136,7 @@ EXPECTED_TOTALS: Final = {
     'agent_conversation_feedback_total{rating="negative"}': WAVES * len(AGENTS),
     "agent_conversation_rephrases_total": WAVES * len(AGENTS) * 2,
     "agent_conversation_satisfaction_count": WAVES * len(AGENTS) * 4,
+    "agent_conversation_evaluations_total": WAVES * len(AGENTS),
     'conversation_analytics_events_dropped_total{reason="missing_conversation_id"}': WAVES,
     f'{REQUESTS_REJECTED}_total{{reason="malformed"}}': WAVES,
 }
@@ -154,6 +155,13 @@ def send_wave(provider: TracerProvider, collector: CollectorProcess, wave: int) 
             for event, metadata in script:
                 with tracer.start_as_current_span("agent.turn"):
                     assert tracker.record(conversation_id, "user-1", event, **metadata).recorded
+        with tracer.start_as_current_span(
+            "judge", attributes={semconv.CONVERSATION_ID: f"{agent}-quick-{wave}"}
+        ) as span:  # an online evaluator's verdict on the quick conversation
+            span.add_event(
+                semconv.EVALUATION_EVENT,
+                {semconv.EVALUATION_NAME: "relevance", semconv.EVALUATION_SCORE_VALUE: 0.8},
+            )
         assert tracker.errors == 0
     with tracer.start_as_current_span("agent.turn") as span:
         span.add_event(ConversationEvent.STARTED.event_name, {semconv.AGENT_NAME: "no-id-bot"})

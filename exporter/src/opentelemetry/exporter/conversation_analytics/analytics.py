@@ -54,6 +54,7 @@ class Report:
     rephrase_rate: float | None = None
     days: int = DEFAULT_DAYS
     agents: list[AgentReport] = field(default_factory=list)
+    evaluations: list[EvaluationReport] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,7 +65,103 @@ class Report:
         values = dict(data)
         values["drop_off"] = [DropOff(**entry) for entry in values.get("drop_off", [])]
         values["agents"] = [AgentReport(**entry) for entry in values.get("agents", [])]
+        values["evaluations"] = [
+            EvaluationReport.from_dict(entry) for entry in values.get("evaluations", [])
+        ]
         return cls(**values)
+
+
+@dataclass
+class LabelShare:
+    """How many evaluations carried this label, and their percent of the group's evaluations."""
+
+    label: str
+    count: int
+    share: float | None
+
+
+@dataclass
+class EvaluationGroup:
+    """One evaluation's results for one agent and agent version."""
+
+    agent: str
+    agent_version: str
+    evaluations: int
+    mean_score: float | None
+    labels: list[LabelShare]
+
+
+@dataclass
+class EvaluationReport:
+    """One evaluation name (``gen_ai.evaluation.name``): count, mean score (of the scored ones,
+    3 decimals), label shares, overall and per agent and version."""
+
+    name: str
+    evaluations: int
+    mean_score: float | None
+    labels: list[LabelShare]
+    by_agent: list[EvaluationGroup]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationReport:
+        values = dict(data)
+        values["labels"] = [LabelShare(**entry) for entry in values.get("labels", [])]
+        values["by_agent"] = [
+            EvaluationGroup(
+                **{**group, "labels": [LabelShare(**entry) for entry in group["labels"]]}
+            )
+            for group in values.get("by_agent", [])
+        ]
+        return cls(**values)
+
+
+class _EvaluationTally:
+    """Exact counts and score sums of one group, rounded only when reported."""
+
+    def __init__(self) -> None:
+        self.evaluations = 0
+        self.scored = 0
+        self.score_sum = Decimal(0)
+        self.labels: dict[str, int] = {}
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        count = int(row["evaluations"])
+        self.evaluations += count
+        self.scored += int(row["scored"])
+        self.score_sum += Decimal(str(row["score_sum"] or 0))
+        label = str(row["label"])
+        if label:
+            self.labels[label] = self.labels.get(label, 0) + count
+
+    def stats(self) -> dict[str, Any]:
+        mean = None
+        if self.scored:
+            mean = float((self.score_sum / self.scored).quantize(Decimal("0.001"), ROUND_HALF_UP))
+        labels = [
+            LabelShare(label, count, _percent(count, self.evaluations))
+            for label, count in sorted(self.labels.items(), key=lambda item: (-item[1], item[0]))
+        ]
+        return {"evaluations": self.evaluations, "mean_score": mean, "labels": labels}
+
+
+def summarize_evaluations(rows: Iterable[Mapping[str, Any]]) -> list[EvaluationReport]:
+    """Per-name evaluation reports from rows of (name, agent, agent_version, label) counts."""
+    names: dict[str, _EvaluationTally] = {}
+    groups: dict[tuple[str, str, str], _EvaluationTally] = {}
+    for row in rows:
+        name = str(row["name"])
+        names.setdefault(name, _EvaluationTally()).add(row)
+        key = (name, str(row["agent"]), str(row["agent_version"]))
+        groups.setdefault(key, _EvaluationTally()).add(row)
+    reports = []
+    for name in sorted(names):
+        by_agent = [
+            EvaluationGroup(agent=agent, agent_version=version, **tally.stats())
+            for (group_name, agent, version), tally in sorted(groups.items())
+            if group_name == name
+        ]
+        reports.append(EvaluationReport(name=name, by_agent=by_agent, **names[name].stats()))
+    return reports
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Final
 
@@ -20,6 +20,9 @@ from opentelemetry.exporter.conversation_analytics.collector.config import Colle
 from opentelemetry.exporter.conversation_analytics.collector.inference import (
     DEFAULT_IDLE_TIMEOUT,
     AbandonmentSweeper,
+)
+from opentelemetry.exporter.conversation_analytics.evaluations import (
+    feedback_evaluations as _feedback_names,
 )
 from opentelemetry.exporter.conversation_analytics.extract import rows_from_spans
 from opentelemetry.exporter.conversation_analytics.metrics import ConversationMetrics
@@ -53,6 +56,8 @@ class ConversationAnalyticsExporter(SpanExporter):
     ``infer_abandonment`` (else ``$CONVERSATION_ANALYTICS_INFER_ABANDONMENT``, off) runs
     abandonment inference in a background thread, as the collector does, after ``idle_timeout``
     seconds of silence (else ``$CONVERSATION_ANALYTICS_IDLE_TIMEOUT``, default 1800).
+    ``feedback_evaluations`` (else ``$CONVERSATION_ANALYTICS_FEEDBACK_EVALUATIONS``, default
+    ``user_feedback``) names the ``gen_ai.evaluation.result`` evaluations counted as feedback.
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class ConversationAnalyticsExporter(SpanExporter):
         pipeline: ConversationPipeline | None = None,
         infer_abandonment: bool | None = None,
         idle_timeout: float | None = None,
+        feedback_evaluations: str | Iterable[str] | None = None,
     ) -> None:
         if pipeline is None:
             metrics = ConversationMetrics(registry, max_label_values)
@@ -80,6 +86,7 @@ class ConversationAnalyticsExporter(SpanExporter):
         self._store_content = (
             env_flag(ENV_STORE_CONTENT, False) if store_content is None else store_content
         )
+        self._feedback_evaluations = _feedback_names(feedback_evaluations)
         self._shutdown = False
         self.metrics_port: int | None = None
         self._server = None
@@ -122,7 +129,11 @@ class ConversationAnalyticsExporter(SpanExporter):
         if self._shutdown:
             return SpanExportResult.FAILURE
         try:
-            rows, rejected = rows_from_spans(spans, store_content=self._store_content)
+            rows, rejected = rows_from_spans(
+                spans,
+                store_content=self._store_content,
+                feedback_evaluations=self._feedback_evaluations,
+            )
             for reason, count in rejected.items():
                 self.pipeline.reject(reason, count)
             if not rows and not self.pipeline.waiting:

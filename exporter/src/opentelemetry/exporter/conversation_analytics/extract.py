@@ -18,6 +18,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from opentelemetry.exporter.conversation_analytics.derive import derive_rows
+from opentelemetry.exporter.conversation_analytics.evaluations import (
+    TraceConversations,
+    evaluation_rows,
+)
 from opentelemetry.exporter.conversation_analytics.rows import (
     EventRow,
     RejectedEvent,
@@ -34,6 +38,10 @@ class Extracted:
     rows: list[EventRow] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)
     rejected_items: int = 0
+    #: Evaluation names that count as user feedback (see :mod:`.evaluations`).
+    feedback_evaluations: frozenset[str] = frozenset(semconv.DEFAULT_FEEDBACK_EVALUATIONS)
+    #: Recently seen traces, for evaluations that name neither conversation nor span context.
+    traces: TraceConversations | None = None
 
     @property
     def message(self) -> str:
@@ -51,7 +59,18 @@ class Extracted:
         span_id: str,
         store_content: bool,
     ) -> bool:
-        """Add one event if it is a conversation event; False when it was rejected."""
+        """Add one event if it is a conversation event or an evaluation result; False when it
+        was rejected."""
+        if name == semconv.EVALUATION_EVENT:
+            return self.add_evaluation(
+                attributes,
+                time_ns,
+                context={},
+                service=service,
+                trace_id=trace_id,
+                span_id=span_id,
+                store_content=store_content,
+            )
         kind = semconv.event_type_of(name)
         if kind is None:
             return True
@@ -71,6 +90,48 @@ class Extracted:
             self.rejected[exc.reason] += 1
             return False
         return True
+
+    def add_evaluation(
+        self,
+        attributes: Mapping[str, Any],
+        time_ns: int,
+        *,
+        context: Mapping[str, Any],
+        service: str,
+        trace_id: str,
+        span_id: str,
+        store_content: bool,
+    ) -> bool:
+        """Add one ``gen_ai.evaluation.result``; ``context`` is its span's attributes (empty for
+        a log record), completed from the trace when neither names the conversation."""
+        if (
+            semconv.CONVERSATION_ID not in attributes
+            and semconv.CONVERSATION_ID not in context
+            and self.traces is not None
+        ):
+            context = self.traces.context(trace_id)
+        try:
+            self.rows.extend(
+                evaluation_rows(
+                    attributes,
+                    time_ns,
+                    context=context,
+                    feedback_names=self.feedback_evaluations,
+                    service=service,
+                    trace_id=trace_id,
+                    span_id=span_id,
+                    store_content=store_content,
+                )
+            )
+        except RejectedEvent as exc:
+            self.rejected[exc.reason] += 1
+            return False
+        return True
+
+
+def is_extracted_event(name: str) -> bool:
+    """Whether a span event or log record of this name can become rows."""
+    return name.startswith(semconv.EVENT_PREFIX) or name == semconv.EVALUATION_EVENT
 
 
 class SpanView(Protocol):
@@ -94,14 +155,23 @@ class SpanView(Protocol):
     def attributes(self) -> Mapping[str, Any]: ...
 
     def conversation_events(self) -> Iterator[tuple[str, int, Mapping[str, Any]]]:
-        """(name, time, attributes) of the span's events named ``conversation.*``."""
+        """(name, time, attributes) of the span's events that :func:`is_extracted_event`."""
         ...
 
 
-def extract(spans: Iterable[SpanView], *, store_content: bool = False) -> Extracted:
+def extract(
+    spans: Iterable[SpanView],
+    *,
+    store_content: bool = False,
+    feedback_evaluations: frozenset[str] | None = None,
+    traces: TraceConversations | None = None,
+) -> Extracted:
     """Rows for every conversation event of ``spans`` (explicit, derived in the agent, or
-    derived here from spans that did not pass the conversation span processor)."""
-    extracted = Extracted()
+    derived here from spans that did not pass the conversation span processor) and every
+    evaluation result on them."""
+    extracted = Extracted(traces=traces)
+    if feedback_evaluations is not None:
+        extracted.feedback_evaluations = feedback_evaluations
     rejected = extracted.rejected
     for span in spans:
         before = rejected.total()
@@ -126,6 +196,17 @@ def extract(spans: Iterable[SpanView], *, store_content: bool = False) -> Extrac
         for name, time_ns, attributes in span.conversation_events():
             if not trace_id:
                 trace_id, span_id = span.ids()
+            if name == semconv.EVALUATION_EVENT:
+                extracted.add_evaluation(
+                    attributes,
+                    time_ns,
+                    context=span.attributes(),
+                    service=span.service,
+                    trace_id=trace_id,
+                    span_id=span_id,
+                    store_content=store_content,
+                )
+                continue
             extracted.add_event(
                 name,
                 attributes,
@@ -182,13 +263,21 @@ class SdkSpanView:
     def conversation_events(self) -> Iterator[tuple[str, int, Mapping[str, Any]]]:
         for event in self._span.events:
             name = event.name
-            if name.startswith(semconv.EVENT_PREFIX):
+            if is_extracted_event(name):
                 yield name, event.timestamp, plain_attributes(event.attributes)
 
 
 def rows_from_spans(
-    spans: Iterable[ReadableSpan], *, store_content: bool = False
+    spans: Iterable[ReadableSpan],
+    *,
+    store_content: bool = False,
+    feedback_evaluations: frozenset[str] | None = None,
 ) -> tuple[list[EventRow], Counter[str]]:
-    """Rows for the conversation events of finished SDK spans, and rejections by reason."""
-    extracted = extract(map(SdkSpanView, spans), store_content=store_content)
+    """Rows for the conversation events and evaluation results of finished SDK spans, and
+    rejections by reason."""
+    extracted = extract(
+        map(SdkSpanView, spans),
+        store_content=store_content,
+        feedback_evaluations=feedback_evaluations,
+    )
     return extracted.rows, extracted.rejected

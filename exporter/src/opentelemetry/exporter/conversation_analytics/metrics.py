@@ -32,6 +32,7 @@ TURNS: Final = "agent_conversation_turns"
 DURATION: Final = "agent_conversation_duration_seconds"
 ABANDONED_AT_TURN: Final = "agent_conversation_abandoned_at_turn"
 SATISFACTION: Final = "agent_conversation_satisfaction"
+EVALUATIONS: Final = "agent_conversation_evaluations"
 EVENTS_RECEIVED: Final = "conversation_analytics_events_received"
 EVENTS_WRITTEN: Final = "conversation_analytics_events_written"
 EVENTS_DROPPED: Final = "conversation_analytics_events_dropped"
@@ -103,6 +104,12 @@ class ConversationMetrics:
         )
         self.feedback = Counter(
             FEEDBACK, "Explicit feedback by rating", ("agent", "rating"), registry=r
+        )
+        self.evaluations = Counter(
+            EVALUATIONS,
+            "GenAI evaluation results by evaluation name and label",
+            ("agent", "evaluation", "label"),
+            registry=r,
         )
         self.user_messages = Counter(
             USER_MESSAGES, "User messages (turns)", CONVERSATION_LABELS, registry=r

@@ -26,6 +26,7 @@ from opentelemetry.exporter.conversation_analytics.metrics import ConversationMe
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store.base import ConversationStore
 from opentelemetry.instrumentation.conversation.semconv import (
+    EVALUATION_EVENT_TYPE,
     RATING_NEGATIVE,
     RATING_POSITIVE,
     RATINGS,
@@ -383,6 +384,14 @@ class ConversationPipeline:
             inferred = "true" if row.abandon_inferred else "false"
             child(metrics.abandoned, *labels, inferred).inc()
             self._finish(state, row, labels, completed=False)
+        elif kind == EVALUATION_EVENT_TYPE:
+            limit = metrics.limit
+            child(
+                metrics.evaluations,
+                labels[0],
+                limit("evaluation", row.evaluation_name),
+                limit("label", row.evaluation_label),
+            ).inc()
 
     def _finish(
         self,

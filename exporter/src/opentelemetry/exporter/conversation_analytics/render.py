@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from opentelemetry.exporter.conversation_analytics.analytics import ConversationDetail, Report
+from opentelemetry.exporter.conversation_analytics.analytics import (
+    ConversationDetail,
+    LabelShare,
+    Report,
+)
 
 #: The article's completion targets, shown beside the measured rate.
 COMPLETION_TARGETS = "support agents 70-85%, general assistants 50-60%"
@@ -78,7 +82,28 @@ def render_report(report: Report) -> str:
                 for a in report.agents
             ],
         )
+    if report.evaluations:
+        lines += ["", "Evaluations (gen_ai.evaluation.result)"]
+        lines += _table(
+            ("evaluation", "agent", "version", "count", "mean score", "labels"),
+            [
+                (
+                    evaluation.name,
+                    group.agent,
+                    group.agent_version or "-",
+                    group.evaluations,
+                    group.mean_score,
+                    _labels(group.labels),
+                )
+                for evaluation in report.evaluations
+                for group in evaluation.by_agent
+            ],
+        )
     return "\n".join(lines)
+
+
+def _labels(labels: Sequence[LabelShare]) -> str:
+    return ", ".join(f"{entry.label} {_value(entry.share, '%')}" for entry in labels) or "-"
 
 
 def render_conversation(detail: ConversationDetail) -> str:
@@ -99,6 +124,9 @@ def render_conversation(detail: ConversationDetail) -> str:
             "reason": event.get("handoff_reason"),
             "at_turn": event.get("abandoned_at_turn"),
             "error": event.get("error_type"),
+            "evaluation": event.get("evaluation_name"),
+            "score": event.get("evaluation_score"),
+            "label": event.get("evaluation_label"),
         }
         detail_text = " ".join(f"{k}={v}" for k, v in facts.items() if v not in (None, ""))
         rows.append((event["timestamp"], event["event_type"], event["agent_name"], detail_text))

@@ -72,6 +72,10 @@ class EventRow:
     #: Derived from a GenAI span rather than recorded explicitly (explicit events take
     #: precedence per conversation and kind). Last, so rows spooled before it still load.
     derived: bool = False
+    #: A GenAI evaluation result (``event_type`` ``evaluation``): its name, score and label.
+    evaluation_name: str = ""
+    evaluation_score: float | None = None
+    evaluation_label: str = ""
 
 
 #: Field names in column order (``timestamp_ns`` is the ``timestamp`` column).
@@ -132,6 +136,15 @@ def _float(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+#: Largest evaluation score magnitude kept (scores are summed exactly as Decimal128(9)).
+MAX_EVALUATION_SCORE: Final = 1e12
+
+
+def _score(value: object) -> float | None:
+    number = _float(value)
+    return number if number is not None and abs(number) <= MAX_EVALUATION_SCORE else None
+
+
 def _bool(value: object) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes")
@@ -180,12 +193,17 @@ _FIELDS: Final[dict[str, tuple[str, Callable[[object], object]]]] = {
     semconv.REPHRASE: ("rephrase", _bool),
     semconv.REPHRASE_SIMILARITY: ("rephrase_similarity", _float),
     semconv.DERIVED: ("derived", _bool),
+    semconv.EVALUATION_NAME: ("evaluation_name", _text),
+    semconv.EVALUATION_SCORE_VALUE: ("evaluation_score", _score),
+    semconv.EVALUATION_SCORE_LABEL: ("evaluation_label", _text),
 }
 _IDS: Final = frozenset({semconv.CONVERSATION_ID, semconv.EVENT_ID})
+#: Free text kept only when the operator enables content storage.
+_CONTENT: Final = frozenset({semconv.MESSAGE_CONTENT, semconv.EVALUATION_EXPLANATION})
 
 
 def row_from_attributes(
-    event_type: ConversationEvent,
+    event_type: ConversationEvent | str,
     attributes: Mapping[str, object],
     timestamp_ns: int,
     *,
@@ -196,23 +214,23 @@ def row_from_attributes(
 ) -> EventRow:
     """Validate one event's attributes into a row; raise :class:`RejectedEvent` when unusable.
 
-    Values of the wrong type become NULL (or the type's empty value); strings are capped.
+    ``event_type`` is a lifecycle event or :data:`~semconv.EVALUATION_EVENT_TYPE`. Values of the
+    wrong type become NULL (or the type's empty value); strings are capped.
     """
+    kind = event_type.value if isinstance(event_type, ConversationEvent) else event_type
     get = attributes.get
     conversation_id = _required_id(get(semconv.CONVERSATION_ID), "conversation_id")
     if not MIN_TIMESTAMP_NS <= timestamp_ns < MAX_TIMESTAMP_NS:
         raise RejectedEvent("invalid_timestamp", "timestamp is before 1970 or after 2261")
     raw_event_id = get(semconv.EVENT_ID)
     if raw_event_id is None or raw_event_id == "":
-        event_id = derived_event_id(
-            trace_id, span_id, event_type.value, timestamp_ns, conversation_id
-        )
+        event_id = derived_event_id(trace_id, span_id, kind, timestamp_ns, conversation_id)
     else:
         event_id = _required_id(raw_event_id, "event_id")
     service = _text(service_name)
     row = EventRow(
         event_id,
-        event_type.value,
+        kind,
         conversation_id,
         int(timestamp_ns),
         agent_name=service or UNKNOWN_AGENT,
@@ -228,7 +246,7 @@ def row_from_attributes(
                 setattr(row, target[0], target[1](value))
         elif key in _IDS:
             continue
-        elif key != semconv.MESSAGE_CONTENT or store_content:
+        elif key not in _CONTENT or store_content:
             if extra is None:
                 extra = row.attributes = {}
             if len(extra) < MAX_METADATA_ENTRIES:

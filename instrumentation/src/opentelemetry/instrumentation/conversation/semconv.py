@@ -83,6 +83,20 @@ ABANDONED_AT_TURN: Final = "conversation.abandoned_at_turn"
 ABANDON_INFERRED: Final = "conversation.abandon.inferred"
 MESSAGE_CONTENT: Final = "conversation.message.content"
 
+# GenAI evaluation results (the semantic conventions' ``gen_ai.evaluation.result`` event, as a
+# span event or a log record): stored beside the lifecycle events, reported per evaluation name.
+EVALUATION_EVENT: Final = "gen_ai.evaluation.result"
+EVALUATION_NAME: Final = "gen_ai.evaluation.name"
+EVALUATION_SCORE_VALUE: Final = "gen_ai.evaluation.score.value"
+EVALUATION_SCORE_LABEL: Final = "gen_ai.evaluation.score.label"
+#: The evaluator's free-text reasoning: may quote the user, so it is never stored.
+EVALUATION_EXPLANATION: Final = "gen_ai.evaluation.explanation"
+#: The stored ``event_type`` of an evaluation row (not one of the eight lifecycle events).
+EVALUATION_EVENT_TYPE: Final = "evaluation"
+#: Evaluations whose name is listed here (comma-separated) count as explicit user feedback.
+ENV_FEEDBACK_EVALUATIONS: Final = "CONVERSATION_ANALYTICS_FEEDBACK_EVALUATIONS"
+DEFAULT_FEEDBACK_EVALUATIONS: Final = ("user_feedback",)
+
 # Any other caller metadata travels as ``conversation.metadata.<key>`` string attributes.
 METADATA_PREFIX: Final = "conversation.metadata."
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
 from opentelemetry.exporter.conversation_analytics.store.url import resolve_store_url
+from opentelemetry.instrumentation.conversation.semconv import DEFAULT_FEEDBACK_EVALUATIONS
 
 ENV_PREFIX: Final = "CONVERSATION_ANALYTICS_"
 DEFAULT_MAX_REQUEST_BYTES: Final = 20 * 1024 * 1024
@@ -40,6 +41,14 @@ class CollectorConfig:
     spool_dir: str = field(default="", metadata={"help": "default: <chdb dir>-spool"})
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
     store_content: bool = False
+    feedback_evaluations: str = field(
+        default=",".join(DEFAULT_FEEDBACK_EVALUATIONS),
+        metadata={"help": "evaluation names counted as user feedback (comma-separated)"},
+    )
+    cors_origins: str = field(
+        default="",
+        metadata={"help": "browser origins allowed to POST /api/v1/feedback (comma-separated)"},
+    )
 
     def __post_init__(self) -> None:
         self.store = resolve_store_url(self.store or None)

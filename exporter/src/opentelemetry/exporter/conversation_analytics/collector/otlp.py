@@ -21,7 +21,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from opentelemetry.exporter.conversation_analytics.extract import Extracted, extract
+from opentelemetry.exporter.conversation_analytics.evaluations import TraceConversations
+from opentelemetry.exporter.conversation_analytics.extract import (
+    Extracted,
+    extract,
+    is_extracted_event,
+)
 from opentelemetry.instrumentation.conversation import semconv
 from opentelemetry.instrumentation.conversation.genai import ROLE_ATTRIBUTES
 
@@ -106,7 +111,7 @@ class OtlpSpanView:
     def conversation_events(self) -> Iterator[tuple[str, int, Mapping[str, Any]]]:
         for event in self._span.events:
             name = event.name
-            if name.startswith(semconv.EVENT_PREFIX):
+            if is_extracted_event(name):
                 # 0 means unset in OTLP: fall back to the span's start, then arrival.
                 time_ns = event.time_unix_nano or self.start_ns or time.time_ns()
                 yield name, time_ns, attributes_of(event.attributes)
@@ -120,20 +125,45 @@ def _spans(request: ExportTraceServiceRequest) -> Iterator[OtlpSpanView]:
                 yield OtlpSpanView(span, service)
 
 
-def rows_from_traces(request: ExportTraceServiceRequest, store_content: bool = False) -> Extracted:
-    """Rows for the conversation events of an OTLP traces request (the exporter's extractor)."""
-    return extract(_spans(request), store_content=store_content)
+def rows_from_traces(
+    request: ExportTraceServiceRequest,
+    store_content: bool = False,
+    *,
+    feedback_evaluations: frozenset[str] | None = None,
+    traces: TraceConversations | None = None,
+) -> Extracted:
+    """Rows for the conversation events and evaluation results of an OTLP traces request (the
+    exporter's extractor); ``traces`` learns each trace's conversation."""
+    extracted = extract(
+        _spans(request),
+        store_content=store_content,
+        feedback_evaluations=feedback_evaluations,
+        traces=traces,
+    )
+    if traces is not None:
+        traces.remember(extracted.rows)
+    return extracted
 
 
-def rows_from_logs(request: ExportLogsServiceRequest, store_content: bool = False) -> Extracted:
-    extracted = Extracted()
+def rows_from_logs(
+    request: ExportLogsServiceRequest,
+    store_content: bool = False,
+    *,
+    feedback_evaluations: frozenset[str] | None = None,
+    traces: TraceConversations | None = None,
+) -> Extracted:
+    """Rows for log records named ``conversation.*`` or ``gen_ai.evaluation.result``; an
+    evaluation without a conversation id takes its trace's, when ``traces`` has seen it."""
+    extracted = Extracted(traces=traces)
+    if feedback_evaluations is not None:
+        extracted.feedback_evaluations = feedback_evaluations
     for resource_logs in request.resource_logs:
         service = _service_name(resource_logs.resource.attributes)
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
                 attributes = attributes_of(record.attributes)
                 name = record.event_name or str(attributes.get(EVENT_NAME_ATTRIBUTE) or "")
-                if not name.startswith(semconv.EVENT_PREFIX):
+                if not is_extracted_event(name):
                     continue
                 ok = extracted.add_event(
                     name,

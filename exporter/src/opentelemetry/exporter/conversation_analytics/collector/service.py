@@ -33,6 +33,10 @@ from opentelemetry.exporter.conversation_analytics.collector.otlp import (
     rows_from_logs,
     rows_from_traces,
 )
+from opentelemetry.exporter.conversation_analytics.evaluations import (
+    TraceConversations,
+    feedback_evaluations,
+)
 from opentelemetry.exporter.conversation_analytics.extract import Extracted
 from opentelemetry.exporter.conversation_analytics.metrics import ConversationMetrics
 from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline, Outcome
@@ -120,6 +124,8 @@ class CollectorService:
             lookback=timedelta(seconds=config.inference_lookback),
             clock=clock,
         )
+        self.traces = TraceConversations()
+        self.feedback_evaluations = feedback_evaluations(config.feedback_evaluations)
         self._discovery = directory / DISCOVERY_FILE if directory else None
         self._stop = threading.Event()
         self._drainer: threading.Thread | None = None
@@ -173,7 +179,7 @@ class CollectorService:
     def export(self, signal: Signal, body: bytes, *, is_json: bool, source: str) -> ExportResult:
         """Handle one OTLP export body; never raises for bad input."""
         message: ExportTraceServiceRequest | ExportLogsServiceRequest
-        extract: Callable[[Any, bool], Extracted]
+        extract: Callable[..., Extracted]
         if signal is Signal.TRACES:
             message, extract = ExportTraceServiceRequest(), rows_from_traces
         else:
@@ -189,10 +195,15 @@ class CollectorService:
         self,
         signal: Signal,
         message: ExportTraceServiceRequest | ExportLogsServiceRequest,
-        extract: Callable[[Any, bool], Extracted],
+        extract: Callable[..., Extracted],
         source: str,
     ) -> ExportResult:
-        extracted = extract(message, self.config.store_content)
+        extracted = extract(
+            message,
+            self.config.store_content,
+            feedback_evaluations=self.feedback_evaluations,
+            traces=self.traces,
+        )
         for reason, count in extracted.rejected.items():
             self.pipeline.reject(reason, count)
         if self.pipeline.submit(extracted.rows, source) is Outcome.REJECTED:

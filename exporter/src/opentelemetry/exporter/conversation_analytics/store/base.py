@@ -16,6 +16,7 @@ from opentelemetry.exporter.conversation_analytics.analytics import (
     Report,
     satisfaction,
     summarize,
+    summarize_evaluations,
 )
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store.sql import Schema
@@ -127,7 +128,10 @@ class ConversationStore(abc.ABC):
             for row in rows
             if not _truthy(row["is_total"])
         ]
-        return Report(drop_off=drop_off, days=days, agents=agents, **overall)
+        evaluations = summarize_evaluations(self.select(self.schema.evaluations(), params))
+        return Report(
+            drop_off=drop_off, days=days, agents=agents, evaluations=evaluations, **overall
+        )
 
     def conversation(self, conversation_id: str) -> ConversationDetail:
         """Every event of one conversation, oldest first, and its satisfaction score."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from opentelemetry.instrumentation.conversation.semconv import (
+    EVALUATION_EVENT_TYPE,
     RATING_NEGATIVE,
     RATING_POSITIVE,
     ConversationEvent,
@@ -52,6 +53,9 @@ EVENT_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ("span_id", "String"),
     ("attributes", "Map(String, String)"),
     ("derived", "Bool"),
+    ("evaluation_name", "LowCardinality(String)"),
+    ("evaluation_score", "Nullable(Float64)"),
+    ("evaluation_label", "LowCardinality(String)"),
 )
 EVENT_COLUMN_NAMES: Final = tuple(name for name, _ in EVENT_COLUMNS)
 
@@ -115,6 +119,7 @@ def _count(name: str, condition: str) -> RollupColumn:
 
 _TS_NULL = f"Nullable({TS_TYPE})"
 _INFERRED = "abandon_inferred"
+_EVALUATION = f"event_type = '{EVALUATION_EVENT_TYPE}'"
 ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
     _simple("first_seen", "min", TS_TYPE, "min(timestamp)"),
     _simple("last_seen", "max", TS_TYPE, "max(timestamp)"),
@@ -137,7 +142,8 @@ ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
         "last_activity",
         "max",
         _TS_NULL,
-        f"maxIfOrNull(timestamp, NOT ({_is(_E.ABANDONED)} AND {_INFERRED}))",
+        # An evaluator's verdict is not the user coming back: it never revokes an inference.
+        f"maxIfOrNull(timestamp, NOT ({_is(_E.ABANDONED)} AND {_INFERRED}) AND NOT {_EVALUATION})",
     ),
     _simple(
         "last_user_turn", "max", "Nullable(Int32)", f"maxIfOrNull(turn, {_is(_E.USER_MESSAGE)})"
@@ -151,6 +157,7 @@ ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
     _simple("agent_version", "max", "String", "max(toString(agent_version))"),
     *_counted_once("user_messages", _is(_E.USER_MESSAGE)),
     _count("rephrases", f"{_is(_E.USER_MESSAGE)} AND rephrase"),
+    _count("evaluations", _EVALUATION),
     *_counted_once("tool_calls", _is(_E.TOOL_CALLED)),
     # Never merged under its own name: only tool_errors' merge reads it (see ``merged``).
     replace(
@@ -452,11 +459,30 @@ LIMIT {{limit:UInt32}}"""
     user_id, agent_name, agent_version, prompt_version, request_model, response_model, channel,
     turn, message_length, response_length, tool_name, error_type, handoff_reason,
     feedback_rating, feedback_score, total_turns, abandoned_at_turn, abandon_inferred, rephrase,
-    rephrase_similarity, service_name, trace_id, span_id, attributes, derived
+    rephrase_similarity, service_name, trace_id, span_id, attributes, derived,
+    evaluation_name, evaluation_score, evaluation_label
 FROM {self.events}
 WHERE conversation_id = {{cid:String}}
 ORDER BY timestamp, event_id
 LIMIT 1 BY event_id"""
+
+    def evaluations(self) -> str:
+        """Evaluation results in the window, each once, counted per (name, agent, agent version,
+        label), with the exact sum of their scores (``Decimal`` arithmetic, so the same data
+        always gives the same mean). Parameters ``since`` and ``agent``."""
+        return f"""SELECT evaluation_name AS name, agent_name AS agent, agent_version,
+    evaluation_label AS label,
+    count() AS evaluations, count(evaluation_score) AS scored,
+    toString(sum(toDecimal128(evaluation_score, 9))) AS score_sum
+FROM (
+    SELECT evaluation_name, agent_name, agent_version, evaluation_label, evaluation_score
+    FROM {self.events}
+    WHERE {_EVALUATION} AND timestamp >= {{since:{TS_TYPE}}}
+      AND ({{agent:String}} = '' OR agent_name = {{agent:String}})
+    LIMIT 1 BY event_id
+)
+GROUP BY name, agent, agent_version, label
+ORDER BY name, agent, agent_version, label"""
 
     def count_events(self) -> str:
         """Distinct stored events (duplicates awaiting a merge count once)."""
