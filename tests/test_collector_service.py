@@ -576,3 +576,68 @@ class TestFeedbackApi:
         assert "error" in document
         events = store.conversation("rated").events
         assert not [e for e in events if e["event_type"] == "feedback_received"]
+
+
+class TestFeedbackCors:
+    """CORS on ``POST /api/v1/feedback`` for a browser front end: only when configured."""
+
+    ALLOWED = "https://app.example.com"
+
+    @pytest.fixture(params=[ALLOWED, ""], ids=["configured", "off"])
+    def api(
+        self,
+        request: pytest.FixtureRequest,
+        store: ConversationStore,
+        store_url: str,
+        tmp_path: Path,
+    ) -> Iterator[tuple[int, str]]:
+        config = CollectorConfig(
+            store=store_url,
+            grpc_endpoint="",
+            http_endpoint="",
+            metrics_endpoint="127.0.0.1:0",
+            spool_dir=str(tmp_path / "spool"),
+            auth_token="s3cret",
+            cors_origins=request.param,
+        )
+        _talk(store, "rated", T0, turns=1)
+        collector = start_collector(config, store=store)
+        yield collector.ports["metrics"], request.param
+        collector.stop()
+
+    def _request(
+        self, port: int, method: str, origin: str, body: bytes = b"", path: str = "/api/v1/feedback"
+    ) -> http.client.HTTPResponse:
+        headers = {"Origin": origin, "Content-Type": "application/json"}
+        if method == "POST":
+            headers["Authorization"] = "Bearer s3cret"
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request(method, path, body=body or None, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        return response
+
+    def test_preflight_and_post_allow_only_configured_origins(
+        self, api: tuple[int, str], store: ConversationStore
+    ) -> None:
+        """A configured origin gets a preflight 204 and Access-Control-Allow-Origin on the POST;
+        another origin, or no configuration, gets neither, and the rating is still checked."""
+        port, configured = api
+        preflight = self._request(port, "OPTIONS", self.ALLOWED)
+        body = b'{"conversation_id": "rated", "rating": "positive"}'
+        posted = self._request(port, "POST", self.ALLOWED, body)
+        assert posted.status == 202
+        if configured:
+            assert preflight.status == 204
+            assert preflight.getheader("Access-Control-Allow-Origin") == self.ALLOWED
+            assert "Authorization" in (preflight.getheader("Access-Control-Allow-Headers") or "")
+            assert posted.getheader("Access-Control-Allow-Origin") == self.ALLOWED
+        else:
+            assert preflight.status == 403
+            assert preflight.getheader("Access-Control-Allow-Origin") is None
+            assert posted.getheader("Access-Control-Allow-Origin") is None
+        other = self._request(port, "OPTIONS", "https://evil.example.net")
+        assert other.status == 403 and other.getheader("Access-Control-Allow-Origin") is None
+        report = self._request(port, "OPTIONS", self.ALLOWED, path="/api/v1/report")
+        assert report.status == 404  # only the feedback endpoint is for browsers

@@ -19,7 +19,7 @@ from typing import TextIO
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import use_span
+from opentelemetry.trace import Span, use_span
 
 from opentelemetry.instrumentation.conversation import semconv
 from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
@@ -122,6 +122,7 @@ def _simulate(
             record(
                 Event.AGENT_RESPONSE, turn=turn, response_length=rng.randint(40, 1500), model=model
             )
+            _judge(span, conversation_id, prompt, nanos(clock))
             outcome = rng.random()
             if outcome < agent.resolve + better:
                 if rng.random() < 0.4:
@@ -146,6 +147,27 @@ def _simulate(
                 record(Event.ABANDONED, abandoned_at_turn=turn)
         span.end(end_time=nanos(clock))
         return
+
+
+#: The online judge's evaluation of every answer (``gen_ai.evaluation.result``).
+JUDGE_EVALUATION = "answer_relevance"
+
+
+def _judge(span: Span, conversation_id: str, prompt: str, time_ns: int) -> None:
+    """An LLM judge's verdict on one answer, as a span event; its own random stream, so the
+    conversations are the same with or without it."""
+    rng = random.Random(f"{conversation_id}-{time_ns}")
+    score = round(rng.uniform(0.45 if prompt == "v1" else 0.55, 1.0), 2)
+    span.add_event(
+        semconv.EVALUATION_EVENT,
+        {
+            semconv.CONVERSATION_ID: conversation_id,
+            semconv.EVALUATION_NAME: JUDGE_EVALUATION,
+            semconv.EVALUATION_SCORE_VALUE: score,
+            semconv.EVALUATION_SCORE_LABEL: "relevant" if score >= 0.7 else "not_relevant",
+        },
+        timestamp=time_ns,
+    )
 
 
 class _Borrowed(SpanExporter):

@@ -61,6 +61,11 @@ class CollectorConfig:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("TLS needs both a certificate and a key file")
 
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        """Browser origins allowed to call ``POST /api/v1/feedback`` (``*``: any)."""
+        return frozenset(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
+
     @staticmethod
     def env_name(name: str) -> str:
         for item in fields(CollectorConfig):

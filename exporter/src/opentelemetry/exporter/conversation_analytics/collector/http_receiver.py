@@ -34,6 +34,9 @@ _PATHS: Final = {"/v1/traces": Signal.TRACES, "/v1/logs": Signal.LOGS}
 FEEDBACK_PATH: Final = "/api/v1/feedback"
 #: Largest feedback body accepted (after decompression): a rating is a few hundred bytes.
 MAX_FEEDBACK_BYTES: Final = 64 * 1024
+#: ``--cors-origins`` value allowing every origin (the bearer token still guards the endpoint).
+ALL_ORIGINS: Final = "*"
+CORS_MAX_AGE_SECONDS: Final = 600
 
 
 class TooLarge(Exception):
@@ -91,7 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
+        for key, value in {**self._cors_headers(), **(headers or {})}.items():
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(body)
@@ -99,6 +102,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, document: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(document, ensure_ascii=False, default=str).encode()
         self._reply(status, data, JSON, headers)
+
+    def _cors_headers(self) -> dict[str, str]:
+        """CORS headers for a browser origin the operator allowed (none otherwise)."""
+        return {}
 
 
 class OtlpHandler(_Handler):
@@ -177,6 +184,35 @@ class OtlpHandler(_Handler):
 
 
 class AdminHandler(_Handler):
+    def _cors_headers(self) -> dict[str, str]:
+        """Only the feedback endpoint is for browsers, and only for the configured origins."""
+        origin = self.headers.get("Origin")
+        if not origin or urlsplit(self.path).path != FEEDBACK_PATH:
+            return {}
+        allowed = self.service.config.allowed_origins
+        if origin not in allowed and ALL_ORIGINS not in allowed:
+            return {}
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+
+    def do_OPTIONS(self) -> None:
+        """A browser's preflight for ``POST /api/v1/feedback`` (it carries no credentials)."""
+        if urlsplit(self.path).path != FEEDBACK_PATH:
+            self._json(404, {"error": "not found"})
+            return
+        if not self._cors_headers():
+            self._json(403, {"error": "origin not allowed (see --cors-origins)"})
+            return
+        self._reply(
+            204,
+            b"",
+            JSON,
+            {
+                "Access-Control-Allow-Methods": "POST, OPTIONS",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Max-Age": str(CORS_MAX_AGE_SECONDS),
+            },
+        )
+
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
         query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
