@@ -243,7 +243,7 @@ def running(flaky: FlakyStore, store_url: str, tmp_path: Path) -> Iterator[Runni
         spool_max_bytes=6_000,
     )
     collector = start_collector(config, store=flaky)
-    collector.service.pipeline._sleep = lambda _seconds: None
+    collector.service.pipeline.writer.sleep = lambda _seconds: None
     yield collector
     collector.stop()
 
@@ -300,7 +300,7 @@ class TestDurability:
         spool_dir = str(tmp_path / "spool")
         config = CollectorConfig(store=store_url, spool_dir=spool_dir)
         first = CollectorService(config, store=FlakyStore(store))
-        first.pipeline._sleep = lambda _seconds: None
+        first.pipeline.writer.sleep = lambda _seconds: None
         result = first.export(Signal.TRACES, _trace_request("c", 5), is_json=False, source="t")
         assert result.status is Status.OK
         assert store.count_events() == 0  # acknowledged, durable only in the spool

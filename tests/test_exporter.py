@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from importlib.metadata import entry_points
@@ -232,17 +234,37 @@ class TestFaults:
         flaky = FlakyStore(store)
         sleeps: list[float] = []
         pipeline = ConversationPipeline(flaky, max_attempts=3, sleep=sleeps.append)
+        pipeline.writer.jitter = lambda: 1.0
         exporter = ConversationAnalyticsExporter(pipeline=pipeline)
         assert pipeline.submit(_rows(50), "test") is Outcome.BUFFERED
         assert pipeline.submit(_rows(30, "f"), "test") is Outcome.BUFFERED
         assert pipeline.pending == 80
-        assert sleeps and sleeps[1] > sleeps[0] * 0.4  # backoff grows
+        # Backoff doubles between attempts; then the breaker skips the store (no more sleeps).
+        assert sleeps == [pytest.approx(0.05), pytest.approx(0.1)]
         assert pipeline.metrics.queue_depth._value.get() == 80
         flaky.down = False
         assert exporter.force_flush()
         assert store.count_events() == 80
         assert pipeline.pending == 0
         assert _value(pipeline.metrics.registry, m.WRITE_ERRORS + "_total") == flaky.attempts - 1
+
+    def test_shutdown_cuts_a_backoff_short(self, store: ConversationStore) -> None:
+        """A writer backing off (here for up to a minute) stops waiting when the pipeline
+        closes: a SIGTERM'd exporter does not sit out its retries."""
+        flaky = FlakyStore(store)
+        pipeline = ConversationPipeline(
+            flaky, max_attempts=2, backoff_seconds=60.0, max_backoff_seconds=60.0
+        )
+        submitter = threading.Thread(target=pipeline.submit, args=(_rows(3), "test"))
+        submitter.start()
+        deadline = time.monotonic() + 30
+        while flaky.attempts < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert flaky.attempts == 1  # the first attempt failed; the writer is backing off
+        pipeline.writer.interrupt()
+        submitter.join(timeout=30)
+        assert not submitter.is_alive()
+        assert flaky.attempts == 2 and pipeline.pending == 3  # retried once, kept, not lost
 
     def test_buffer_overflow_is_counted(self, store: ConversationStore) -> None:
         """A full buffer drops the oldest events and says how many, by reason."""

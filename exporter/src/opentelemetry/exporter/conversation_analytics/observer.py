@@ -1,0 +1,202 @@
+"""``ConversationObserver``: accepted rows into the Prometheus conversation series.
+
+Counters move once per accepted event; histograms (turns, duration, drop-off turn, satisfaction)
+once per conversation, when it completes or is abandoned, from what this process has seen of it
+(bounded per-conversation state, least recently active forgotten first). A new signal gets its
+series here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from opentelemetry.exporter.conversation_analytics.analytics import satisfaction_score
+from opentelemetry.exporter.conversation_analytics.metrics import ConversationMetrics
+from opentelemetry.exporter.conversation_analytics.rows import EventRow
+from opentelemetry.instrumentation.conversation.semconv import (
+    EVALUATION_EVENT_TYPE,
+    RATING_NEGATIVE,
+    RATING_POSITIVE,
+    RATINGS,
+    ConversationEvent,
+)
+
+DEFAULT_STATE_LIMIT: Final = 100_000
+
+
+@dataclass(slots=True)
+class _ConversationState:
+    """What one process knows of a live conversation, for once-per-conversation histograms."""
+
+    started_ns: int | None = None
+    channel: str = ""
+    model: str = ""
+    prompt_version: str = ""
+    user_messages: int = 0
+    #: Events derived from GenAI spans count only while none of their kind came explicitly.
+    derived_user_messages: int = 0
+    explicit_user_messages: bool = False
+    explicit_tool_calls: bool = False
+    positive: int = 0
+    negative: int = 0
+    handoff: bool = False
+    finished: bool = False
+
+
+class BoundedLru(OrderedDict[str, object]):
+    """A dict that forgets its least recently remembered key past ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def remember(self, key: str, value: object) -> None:
+        self[key] = value
+        if len(self) > self.limit:
+            self.popitem(last=False)
+
+
+def _by_time(row: EventRow) -> int:
+    return row.timestamp_ns
+
+
+class ConversationObserver:
+    """Observes accepted rows into ``metrics``; thread-safe."""
+
+    def __init__(
+        self, metrics: ConversationMetrics, state_limit: int = DEFAULT_STATE_LIMIT
+    ) -> None:
+        self.metrics = metrics
+        self._conversations = BoundedLru(state_limit)
+        self._lock = threading.Lock()
+
+    def observe(self, rows: Sequence[EventRow]) -> None:
+        """Observe newly accepted rows (each event once), oldest first."""
+        with self._lock:
+            if any(row.derived for row in rows):
+                self._note_explicit(rows)
+            for row in sorted(rows, key=_by_time):
+                self._observe(row)
+
+    def _state(self, conversation_id: str) -> _ConversationState:
+        state = self._conversations.get(conversation_id)
+        if not isinstance(state, _ConversationState):
+            state = _ConversationState()
+        self._conversations.remember(conversation_id, state)
+        return state
+
+    def _note_explicit(self, rows: Sequence[EventRow]) -> None:
+        """Before observing a batch holding derived events: which conversations also have
+        explicit ones of the same kind (a derived event sorts first, at its span's start)."""
+        for row in rows:
+            if row.derived:
+                continue
+            if row.event_type == _USER_MESSAGE:
+                self._state(row.conversation_id).explicit_user_messages = True
+            elif row.event_type == _TOOL_CALLED:
+                self._state(row.conversation_id).explicit_tool_calls = True
+
+    def _observe(self, row: EventRow) -> None:
+        metrics = self.metrics
+        child = metrics.child
+        state = self._state(row.conversation_id)
+        state.channel = row.channel or state.channel
+        state.model = row.response_model or row.request_model or state.model
+        state.prompt_version = row.prompt_version or state.prompt_version
+        labels = metrics.conversation_labels(
+            row.agent_name, state.channel, state.prompt_version, state.model
+        )
+        start_labels = labels[:3]
+        kind = row.event_type
+        if kind == _STARTED:
+            if state.started_ns is not None:  # once per conversation, explicit or derived
+                return
+            state.started_ns = row.timestamp_ns
+            child(metrics.started, *start_labels).inc()
+        elif kind == _USER_MESSAGE:
+            if row.derived:
+                if state.user_messages or state.explicit_user_messages:
+                    return
+                state.derived_user_messages += 1
+            else:
+                state.user_messages += 1
+            child(metrics.user_messages, *start_labels).inc()
+            if row.rephrase:
+                child(metrics.rephrases, *start_labels).inc()
+        elif kind == _TOOL_CALLED:
+            if row.derived and state.explicit_tool_calls:
+                return
+            state.explicit_tool_calls |= not row.derived
+            outcome = "error" if row.error_type else "ok"
+            child(
+                metrics.tool_calls, labels[0], metrics.limit("tool", row.tool_name), outcome
+            ).inc()
+        elif kind == _HANDOFF:
+            state.handoff = True
+            child(metrics.handoffs, *labels).inc()
+        elif kind == _FEEDBACK:
+            if row.feedback_rating == RATING_POSITIVE:
+                state.positive += 1
+            elif row.feedback_rating == RATING_NEGATIVE:
+                state.negative += 1
+            rating = row.feedback_rating if row.feedback_rating in RATINGS else "other"
+            child(metrics.feedback, labels[0], rating).inc()
+        elif kind == _COMPLETED:
+            child(metrics.completed, *labels).inc()
+            self._finish(state, row, labels, completed=True)
+        elif kind == _ABANDONED:
+            inferred = "true" if row.abandon_inferred else "false"
+            child(metrics.abandoned, *labels, inferred).inc()
+            self._finish(state, row, labels, completed=False)
+        elif kind == EVALUATION_EVENT_TYPE:
+            limit = metrics.limit
+            child(
+                metrics.evaluations,
+                labels[0],
+                limit("evaluation", row.evaluation_name),
+                limit("label", row.evaluation_label),
+            ).inc()
+
+    def _finish(
+        self,
+        state: _ConversationState,
+        row: EventRow,
+        labels: tuple[str, str, str, str],
+        *,
+        completed: bool,
+    ) -> None:
+        """Once per conversation: turns, duration, drop-off turn and satisfaction histograms."""
+        if state.finished:
+            return
+        state.finished = True
+        metrics = self.metrics
+        child = metrics.child
+        user_messages = state.user_messages or state.derived_user_messages
+        turns = row.total_turns if completed else row.abandoned_at_turn
+        child(metrics.turns, *labels).observe(turns if turns is not None else user_messages)
+        if completed and state.started_ns is not None:
+            seconds = (row.timestamp_ns - state.started_ns) / 1e9
+            child(metrics.duration, *labels).observe(max(0.0, seconds))
+        if not completed and row.abandoned_at_turn is not None:
+            child(metrics.abandoned_at_turn, *labels).observe(row.abandoned_at_turn)
+        score = satisfaction_score(
+            positive=state.positive,
+            negative=state.negative,
+            user_messages=user_messages,
+            completed=completed,
+            handoff=state.handoff,
+        )
+        child(metrics.satisfaction, *labels).observe(score)
+
+
+_STARTED: Final = ConversationEvent.STARTED.value
+_USER_MESSAGE: Final = ConversationEvent.USER_MESSAGE.value
+_TOOL_CALLED: Final = ConversationEvent.TOOL_CALLED.value
+_HANDOFF: Final = ConversationEvent.HANDOFF_REQUESTED.value
+_FEEDBACK: Final = ConversationEvent.FEEDBACK_RECEIVED.value
+_COMPLETED: Final = ConversationEvent.COMPLETED.value
+_ABANDONED: Final = ConversationEvent.ABANDONED.value
