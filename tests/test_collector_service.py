@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -145,6 +146,39 @@ class TestAbandonmentInference:
         report = store.report(7, now=clock.now)
         assert report.total_conversations == 1
         assert [(d.turn, d.count) for d in report.drop_off] == [(2, 1)]
+
+    def test_concurrent_sweeps_store_each_inference_once(
+        self,
+        store: ConversationStore,
+        clock: Clock,
+        sweeper_factory: Callable[[], AbandonmentSweeper],
+    ) -> None:
+        """Four sweepers (cron runs, a collector) sweeping the same store at the same moment:
+        every idle conversation is abandoned once, and the report counts each once."""
+        for index in range(20):
+            _talk(store, f"idle-{index}", T0 + timedelta(seconds=index), turns=1 + index % 3)
+        clock.now = T0 + 3 * IDLE
+        sweepers = [sweeper_factory() for _ in range(4)]
+        barrier = threading.Barrier(len(sweepers))
+        inferred: list[int] = []
+
+        def sweep(sweeper: AbandonmentSweeper) -> None:
+            barrier.wait()
+            inferred.append(sweeper.sweep())
+
+        threads = [threading.Thread(target=sweep, args=(s,)) for s in sweepers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert len(inferred) == 4 and sum(inferred) >= 20  # each saw them; duplicates collapse
+        for index in range(20):
+            events = store.conversation(f"idle-{index}").events
+            assert sum(e["event_type"] == "abandoned" for e in events) == 1
+        report = store.report(7, now=clock.now)
+        assert (report.total_conversations, report.abandonment_rate) == (20, 100.0)
+        assert sum(d.count for d in report.drop_off) == 20
+        assert sweeper_factory().sweep() == 0
 
     def test_returning_user_revokes_the_inference(
         self,
