@@ -21,6 +21,10 @@ from typing import Any
 
 import pytest
 
+from collector_process import CollectorProcess, start_collector
+from opentelemetry.exporter.conversation_analytics.store import DEFAULT_STORE_URL, MAX_DAYS
+from opentelemetry.exporter.conversation_analytics.store.url import ENV_STORE
+
 CLI = (sys.executable, "-m", "opentelemetry.exporter.conversation_analytics.cli")
 SPEC_KEYS = {
     "total_conversations",
@@ -172,8 +176,10 @@ def test_report_table_shows_the_per_agent_section(demo: DemoRun) -> None:
 
 def test_report_on_an_empty_store_has_no_numbers(store_url: str, tmp_path: Path) -> None:
     """With no events the report says 0 conversations and null rates (the article's NULLs)."""
+    assert run_cli("schema", "--apply", "--store", store_url, cwd=tmp_path).returncode == 0
     done = run_cli("report", "--format", "json", "--store", store_url, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    assert "no conversations in the last 7 days" in done.stderr
     report = json.loads(done.stdout)
     assert report["total_conversations"] == 0
     assert report["drop_off"] == []
@@ -301,8 +307,8 @@ def test_demo_serve_keeps_metrics_up_after_the_report(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("report", "--days", "0"), "must be a positive integer"),
-        (("report", "--days", "-3"), "must be a positive integer"),
+        (("report", "--days", "0"), f"--days must be between 1 and {MAX_DAYS}, got 0"),
+        (("report", "--days", "-3"), f"--days must be between 1 and {MAX_DAYS}, got -3"),
         (("report", "--format", "xml"), "invalid choice"),
         (("report", "--store", "mysql://db/x"), "unsupported store URL scheme 'mysql'"),
         (("conversation", "c1", "--store", "ftp://x"), "unsupported store URL scheme 'ftp'"),
@@ -467,13 +473,14 @@ def test_conversation_table_format(imported: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["json", "table"])
 def test_unknown_conversation_exits_1(imported: str, tmp_path: Path, fmt: str) -> None:
-    """An id with no events exits 1 and says there are none."""
+    """An id with no events exits 1 with the API's 404 message, and prints no conversation."""
     done = run_cli("conversation", "no-such-id", "--format", fmt, "--store", imported, cwd=tmp_path)
     assert done.returncode == 1
-    if fmt == "json":
-        assert json.loads(done.stdout)["events"] == []
-    else:
-        assert "No events" in done.stdout
+    assert (
+        done.stderr
+        == "conversation-analytics conversation: error: unknown conversation 'no-such-id'\n"
+    )
+    assert done.stdout == ""
 
 
 # ---- schema -------------------------------------------------------------------------------------
@@ -674,3 +681,254 @@ class TestFeedback:
         done = run_cli("feedback", *args, "--store", store_url, cwd=tmp_path)
         assert done.returncode == 2
         assert message in done.stderr
+
+
+#: Every event type, as ``import`` lists them for a line with a bad one (written out: the
+#: message is for people, so the test states it rather than rebuilding it from the enum).
+ACCEPTED_EVENT_TYPES = (
+    "started, user_message, agent_response, tool_called, handoff_requested, feedback_received, "
+    "completed, abandoned"
+)
+
+
+class TestBadInput:
+    """Bad input gets one plain line in the user's terms and a clear exit code, never a
+    traceback, an engine error or a silently empty answer."""
+
+    @pytest.fixture
+    def owned(self, store_url: str, tmp_path: Path) -> Iterator[CollectorProcess]:
+        """A real collector subprocess owning the embedded store (its ``collector.json`` in it)."""
+        collector = start_collector(store_url, tmp_path / "collector.log")
+        yield collector
+        collector.stop()
+
+    @staticmethod
+    def _one_line_error(done: subprocess.CompletedProcess[str], command: str) -> str:
+        """The single ``error:`` line the command printed, asserting there is nothing else."""
+        assert "Traceback" not in done.stderr, done.stderr
+        lines = [line for line in done.stderr.splitlines() if not line.startswith(("usage:", " "))]
+        assert len(lines) == 1, done.stderr
+        assert lines[0].startswith(f"conversation-analytics {command}: error: "), done.stderr
+        return lines[0]
+
+    @pytest.mark.parametrize(
+        ("days", "message"),
+        [
+            ("100000000", f"--days must be between 1 and {MAX_DAYS}, got 100000000"),
+            (str(MAX_DAYS + 1), f"--days must be between 1 and {MAX_DAYS}, got {MAX_DAYS + 1}"),
+            ("9" * 5000, f"--days must be between 1 and {MAX_DAYS}, got 999"),
+            ("abc", "--days must be a whole number of days, got 'abc'"),
+            ("1.5", "--days must be a whole number of days, got '1.5'"),
+        ],
+        ids=["huge", "just-over", "thousands-of-digits", "word", "fraction"],
+    )
+    @pytest.mark.parametrize("command", ["report", "demo"])
+    def test_days_outside_the_window_or_not_a_number_is_a_usage_error(
+        self, store_url: str, tmp_path: Path, command: str, days: str, message: str
+    ) -> None:
+        """--days that is not a whole number in 1..MAX_DAYS exits 2 and says why in the flag's
+        terms; no store is opened or created."""
+        done = run_cli(command, "--days", days, "--store", store_url, cwd=tmp_path)
+        assert done.returncode == 2
+        assert message in self._one_line_error(done, command)
+        assert done.stdout == ""
+        assert not Path(store_url.removeprefix("chdb://")).exists()
+
+    @pytest.mark.parametrize("days", ["1", str(MAX_DAYS)])
+    def test_widest_and_narrowest_windows_answer(
+        self, imported: str, tmp_path: Path, days: str
+    ) -> None:
+        """The bounds of --days are valid windows: the report answers with every conversation."""
+        done = run_cli(
+            "report", "--days", days, "--format", "json", "--store", imported, cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["total_conversations"] == len(CONVERSATIONS)
+
+    @pytest.mark.parametrize(
+        "args",
+        [("report",), ("conversation", "c1"), ("feedback", "c1", "positive"), ("infer",)],
+        ids=["report", "conversation", "feedback", "infer"],
+    )
+    @pytest.mark.parametrize("where", ["missing-dirs", "empty-dir", "default"])
+    def test_reading_a_store_that_does_not_exist_fails_and_creates_nothing(
+        self, tmp_path: Path, args: tuple[str, ...], where: str
+    ) -> None:
+        """Reading a store nobody wrote (missing directories, an empty directory, or the default
+        store in a fresh directory) exits 1 with "no store at DIR" and creates nothing."""
+        cwd = tmp_path / "cwd"
+        cwd.mkdir()
+        if where == "default":
+            missing, store_args = cwd / DEFAULT_STORE_URL.removeprefix("chdb://"), ()
+        else:
+            missing = tmp_path / "nonexistent" / "dir" / "store"
+            if where == "empty-dir":
+                missing.mkdir(parents=True)
+            store_args = ("--store", f"chdb://{missing}")
+        done = run_cli(*args, *store_args, cwd=cwd)
+        assert done.returncode == 1
+        assert f"no store at {missing} " in self._one_line_error(done, args[0])
+        assert done.stdout == ""
+        if where == "empty-dir":
+            assert list(missing.iterdir()) == []
+        else:
+            assert not missing.exists()
+            assert not (tmp_path / "nonexistent").exists()
+        assert list(cwd.iterdir()) == []
+
+    def test_writing_creates_a_store_that_does_not_exist(self, tmp_path: Path) -> None:
+        """``import`` still creates a missing store (and its directories); reads then see it."""
+        store_url = f"chdb://{tmp_path / 'new' / 'nested' / 'store'}"
+        path = tmp_path / "one.jsonl"
+        record = {"conversation_id": "c1", "event_type": "started", "timestamp": _at(0)}
+        path.write_text(json.dumps(record) + "\n", encoding="utf-8")
+        assert run_cli("import", str(path), "--store", store_url, cwd=tmp_path).returncode == 0
+        done = run_cli("report", "--format", "json", "--store", store_url, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["total_conversations"] == 1
+
+    @pytest.mark.parametrize("route", ["discovered", "--collector"])
+    def test_unknown_conversation_through_a_collector_exits_1(
+        self, owned: CollectorProcess, tmp_path: Path, route: str
+    ) -> None:
+        """Through a running collector (found from the store, or named) an unknown id exits 1
+        with the message the API's 404 carries."""
+        args = (
+            ("--store", owned.store_url)
+            if route == "discovered"
+            else ("--collector", owned.api_url)
+        )
+        reply = owned.get("/api/v1/conversation?id=nobody")
+        assert reply.status == 404
+        done = run_cli("conversation", "nobody", *args, cwd=tmp_path)
+        assert done.returncode == 1
+        assert self._one_line_error(done, "conversation").endswith(f": {reply.json()['error']}")
+        assert reply.json()["error"] == "unknown conversation 'nobody'"
+        assert done.stdout == ""
+
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ("import", "{file}"),
+            ("demo", "--conversations", "1", "--metrics-port", "-1"),
+            ("feedback", "c1", "positive"),
+            ("infer",),
+            ("schema", "--apply"),
+            ("collector",),
+        ],
+        ids=["import", "demo", "feedback", "infer", "schema", "collector"],
+    )
+    def test_store_owned_by_a_collector_is_refused_with_what_to_do(
+        self, owned: CollectorProcess, tmp_path: Path, args: tuple[str, ...]
+    ) -> None:
+        """A command that must open an embedded store a collector owns exits 1 naming the
+        collector (pid) and how to read through it (--collector URL): no engine errors."""
+        path = tmp_path / "one.jsonl"
+        path.write_text('{"conversation_id": "c1", "event_type": "started", "timestamp": 0}\n')
+        argv = [arg.format(file=path) for arg in args]
+        done = run_cli(*argv, "--store", owned.store_url, cwd=tmp_path)
+        assert done.returncode == 1
+        line = self._one_line_error(done, args[0])
+        assert f"a running collector (pid {owned.pid}) owns the embedded store" in line
+        assert f"(--collector {owned.api_url})" in line
+        for engine_noise in ("Code: ", "Cannot lock", "EmbeddedServer"):
+            assert engine_noise not in done.stderr
+        assert owned.get("/readyz").status == 200
+
+    def test_store_locked_by_another_process_is_a_plain_error(
+        self, store: object, store_url: str, tmp_path: Path
+    ) -> None:
+        """An embedded store another process holds (here: this test's own chDB, no collector)
+        is one line saying so, for writes and reads alike, without chDB's lock errors."""
+        path = tmp_path / "one.jsonl"
+        path.write_text('{"conversation_id": "c1", "event_type": "started", "timestamp": 0}\n')
+        for args in (("import", str(path)), ("report",)):
+            done = run_cli(*args, "--store", store_url, cwd=tmp_path)
+            assert done.returncode == 1
+            assert "is in use by another process" in self._one_line_error(done, args[0])
+            for engine_noise in ("Code: ", "Cannot lock", "EmbeddedServer"):
+                assert engine_noise not in done.stderr
+
+    @pytest.mark.parametrize(
+        ("line", "message"),
+        [
+            (
+                '{"conversation_id": "c9", "event_type": "started"',
+                "not valid JSON (Expecting ',' delimiter)",
+            ),
+            (
+                '{"conversation_id": "c9",',
+                "not valid JSON (Expecting property name enclosed in double quotes)",
+            ),
+            (
+                '{"conversation_id": "c9", "event_type": "exploded", "timestamp": 0}',
+                f"unknown event_type 'exploded' (accepted: {ACCEPTED_EVENT_TYPES})",
+            ),
+            (
+                '{"conversation_id": "c9", "timestamp": 0}',
+                f"event_type is missing (accepted: {ACCEPTED_EVENT_TYPES})",
+            ),
+        ],
+        ids=["truncated", "cut-after-comma", "unknown-event-type", "no-event-type"],
+    )
+    def test_import_names_what_is_wrong_with_a_line_in_the_files_terms(
+        self, store_url: str, tmp_path: Path, line: str, message: str
+    ) -> None:
+        """A bad line is reported as FILE:LINE with what is wrong, not the JSON parser's own
+        line and column; an unknown event type lists the accepted ones."""
+        path = tmp_path / "events.jsonl"
+        good = json.dumps({"conversation_id": "c1", "event_type": "started", "timestamp": _at(0)})
+        path.write_text(f"{good}\n{line}\n{good}\n", encoding="utf-8")
+        done = run_cli("import", str(path), "--store", store_url, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == f"{path}:2: skipped: {message}\n"
+        assert "column" not in done.stderr
+
+    def test_unreachable_clickhouse_is_one_clear_line(self, tmp_path: Path) -> None:
+        """A ClickHouse server that refuses the connection gives our one error line with the
+        cause, not clickhouse-connect's stray "Unexpected Http Driver Exception" before it."""
+        import socket
+
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+            port = closed.getsockname()[1]
+            done = run_cli(
+                "report", "--store", f"clickhouse://u:pw@127.0.0.1:{port}/db", cwd=tmp_path
+            )
+        assert done.returncode == 1
+        assert done.stderr == (
+            f"conversation-analytics report: error: cannot reach ClickHouse at 127.0.0.1:{port}: "
+            "Connection refused\n"
+        )
+
+    def test_collector_help_shows_the_real_store_default(self, tmp_path: Path) -> None:
+        """``collector --help`` shows the store the collector opens by default, not ``''``."""
+        done = run_cli("collector", "--help", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        text = " ".join(done.stdout.split())  # argparse wraps at the terminal's width
+        assert f"--store STORE (env {ENV_STORE}; default {DEFAULT_STORE_URL})" in text
+        assert "default '')" not in text
+
+    @pytest.mark.parametrize("fmt", ["json", "table"])
+    def test_agent_filter_matching_nothing_says_so(
+        self, imported: str, tmp_path: Path, fmt: str
+    ) -> None:
+        """``report --agent NAME`` that matches nothing still exits 0 with the (empty) report on
+        stdout, and says on stderr that the agent had no conversations, naming those that did."""
+        everyone = json.loads(
+            run_cli("report", "--format", "json", "--store", imported, cwd=tmp_path).stdout
+        )
+        agents = [row["agent"] for row in everyone["agents"]]
+        assert agents
+        done = run_cli(
+            "report", "--agent", "nobody", "--format", fmt, "--store", imported, cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == (
+            "no conversations for agent 'nobody' in the last 7 days "
+            f"(agents with conversations: {', '.join(sorted(agents))})\n"
+        )
+        if fmt == "json":
+            assert json.loads(done.stdout)["total_conversations"] == 0
+        matched = run_cli("report", "--agent", agents[0], "--store", imported, cwd=tmp_path)
+        assert matched.returncode == 0 and matched.stderr == ""

@@ -373,6 +373,13 @@ def stored(collector: CollectorProcess, conversation_id: str) -> dict[str, Any]:
     return reply.json()  # type: ignore[no-any-return]
 
 
+def assert_not_stored(collector: CollectorProcess, conversation_id: str) -> None:
+    """The running collector's API knows no such conversation (404, the CLI's message)."""
+    reply = collector.get("/api/v1/conversation?" + urlencode({"id": conversation_id}))
+    assert reply.status == 404, reply
+    assert reply.json() == {"error": f"unknown conversation {conversation_id!r}"}
+
+
 def assert_still_serving(collector: CollectorProcess) -> None:
     """Health answers and a good export after the bad ones is stored."""
     assert collector.get("/healthz").status == 200
@@ -644,7 +651,7 @@ def test_requests_without_the_bearer_token_are_refused_and_counted(
 
     assert counted.value(REQUESTS_REJECTED, reason="unauthenticated") == 1
     assert counted.value(RECEIVED) == 0
-    assert stored(guarded, conversation_id)["events"] == []
+    assert_not_stored(guarded, conversation_id)
 
 
 @pytest.mark.parametrize("transport", ["grpc", "http"])
@@ -729,7 +736,7 @@ def test_body_over_a_lower_max_request_bytes_is_413(
     reply = capped.post(path, body, headers=headers)
     assert reply.status == 413
     assert counted.value(REQUESTS_REJECTED, reason="too_large") == 1
-    assert stored(capped, conversation_id)["events"] == []
+    assert_not_stored(capped, conversation_id)
     assert_still_serving(capped)
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import json
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,6 +21,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
+from collector_process import run_cli
 from faults import FlakyStore
 from opentelemetry.exporter.conversation_analytics.collector.config import (
     CollectorConfig,
@@ -43,7 +47,7 @@ from opentelemetry.exporter.conversation_analytics.collector.service import (
 )
 from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
-from opentelemetry.exporter.conversation_analytics.store import ConversationStore
+from opentelemetry.exporter.conversation_analytics.store import MAX_DAYS, ConversationStore
 from opentelemetry.instrumentation.conversation import semconv
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
@@ -675,3 +679,66 @@ class TestFeedbackCors:
         assert other.status == 403 and other.getheader("Access-Control-Allow-Origin") is None
         report = self._request(port, "OPTIONS", self.ALLOWED, path="/api/v1/report")
         assert report.status == 404  # only the feedback endpoint is for browsers
+
+
+class TestReadApiErrors:
+    """``GET /api/v1/report`` and ``/api/v1/conversation`` on bad input: a 400 or 404 saying what
+    is wrong, in the words the CLI uses, never a 503 "store unavailable" or a made-up answer."""
+
+    @pytest.fixture
+    def api(self, store: ConversationStore, store_url: str, tmp_path: Path) -> Iterator[str]:
+        config = CollectorConfig(
+            store=store_url,
+            grpc_endpoint="",
+            http_endpoint="",
+            metrics_endpoint="127.0.0.1:0",
+            spool_dir=str(tmp_path / "spool"),
+        )
+        _talk(store, "known", T0, turns=1)
+        collector = start_collector(config, store=store)
+        yield f"http://127.0.0.1:{collector.ports['metrics']}"
+        collector.stop()
+
+    def _get(self, base_url: str, path: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+        try:
+            with urllib.request.urlopen(base_url + path, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    @pytest.mark.parametrize(
+        ("days", "error"),
+        [
+            ("100000000", f"days must be between 1 and {MAX_DAYS}, got 100000000"),
+            ("0", f"days must be between 1 and {MAX_DAYS}, got 0"),
+            ("abc", "days must be a whole number of days, got 'abc'"),
+        ],
+        ids=["huge", "zero", "word"],
+    )
+    def test_bad_days_is_a_400_in_the_clis_words(self, api: str, days: str, error: str) -> None:
+        """A window that is not a whole number of days in 1..MAX_DAYS is a 400 whose message is
+        the CLI's for ``--days`` (one validation for both)."""
+        status, document = self._get(api, f"/api/v1/report?days={days}")
+        assert (status, document) == (400, {"error": error})
+        cli = run_cli("report", "--days", days, "--collector", api, check=False)
+        assert cli.returncode == 2
+        assert cli.stderr.splitlines()[-1] == f"conversation-analytics report: error: --{error}"
+
+    @pytest.mark.parametrize("days", ["1", str(MAX_DAYS)])
+    def test_window_bounds_answer(self, api: str, days: str) -> None:
+        """Both bounds of the window are valid: 200 with the report for that window."""
+        status, document = self._get(api, f"/api/v1/report?days={days}")
+        assert status == 200, document
+        assert document["days"] == int(days)
+
+    def test_unknown_conversation_is_a_404_like_the_cli(self, api: str) -> None:
+        """An id with no events is a 404 with the CLI's message, not a 200 with satisfaction 0.1;
+        the CLI reading through the collector exits 1 with that message."""
+        status, document = self._get(api, "/api/v1/conversation?id=nobody")
+        assert (status, document) == (404, {"error": "unknown conversation 'nobody'"})
+        known, detail = self._get(api, "/api/v1/conversation?id=known")
+        assert known == 200 and len(detail["events"]) == 2
+        cli = run_cli("conversation", "nobody", "--collector", api, check=False)
+        assert cli.returncode == 1
+        assert cli.stderr == f"conversation-analytics conversation: error: {document['error']}\n"
+        assert cli.stdout == ""

@@ -18,6 +18,7 @@ from opentelemetry.exporter.conversation_analytics.importer import ImportResult,
 from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline
 from opentelemetry.exporter.conversation_analytics.rows import MAX_ID_LENGTH
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store
+from opentelemetry.instrumentation.conversation import semconv
 from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer
 
 CLI = (sys.executable, "-m", "opentelemetry.exporter.conversation_analytics.cli")
@@ -446,3 +447,16 @@ def test_cli_import_missing_file_fails_cleanly(store_url: str, tmp_path: Path) -
     assert done.returncode == 1
     assert "error" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_readme_lists_every_accepted_event_type_and_metadata_key() -> None:
+    """The README's import section names every event type and metadata keyword the importer
+    accepts, so a user can write a file without reading the code."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("Backfill history from JSON lines")
+    section = readme[start : readme.index("\n## ", start)]
+    keywords = {*semconv.KEYWORD_ATTRIBUTES, semconv.MODEL_KEYWORD, *semconv.CONTENT_KEYWORDS}
+    named = [
+        f"`{name}`" for name in (*(kind.value for kind in semconv.ConversationEvent), *keywords)
+    ]
+    assert [name for name in named if name not in section] == []

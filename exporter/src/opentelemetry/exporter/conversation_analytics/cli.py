@@ -11,15 +11,20 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from opentelemetry.exporter.conversation_analytics.analytics import DEFAULT_DAYS
+from opentelemetry.exporter.conversation_analytics.analytics import DEFAULT_DAYS, Report
 from opentelemetry.exporter.conversation_analytics.collector.inference import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_LOOKBACK,
 )
 from opentelemetry.exporter.conversation_analytics.store import (
+    DEFAULT_STORE_URL,
+    MAX_DAYS,
+    ConversationStore,
     Schema,
     StoreError,
+    UnknownConversation,
     open_store,
+    parse_days,
     resolve_store_url,
 )
 from opentelemetry.exporter.conversation_analytics.version import __version__
@@ -31,10 +36,31 @@ EXIT_FAILURE = 1
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r:.40}") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be a positive integer")
     return value
+
+
+class _Days(argparse.Action):
+    """``--days N``: checked by the same :func:`parse_days` as the API's ``?days=``, and its
+    message shown as is (argparse's own would say "invalid _days value")."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        try:
+            days = parse_days(str(values), option_string or "--days")
+        except ValueError as exc:
+            raise argparse.ArgumentError(None, str(exc)) from None
+        setattr(namespace, self.dest, days)
 
 
 def _timestamp(text: str) -> datetime:
@@ -58,11 +84,13 @@ def _unit_interval(text: str) -> float:
 
 
 def _add_store(parser: argparse.ArgumentParser) -> None:
+    from opentelemetry.exporter.conversation_analytics.store.url import ENV_STORE
+
     parser.add_argument(
         "--store",
         default=None,
         help="store URL: chdb:///path (embedded) or clickhouse://user:pw@host:8123/db "
-        "(default: $CONVERSATION_ANALYTICS_STORE, else chdb://.conversation-analytics)",
+        f"(default: ${ENV_STORE}, else {DEFAULT_STORE_URL})",
     )
 
 
@@ -93,8 +121,9 @@ def _add_collector_command(commands: Any) -> None:
     for item in fields(CollectorConfig):
         flag = "--" + item.name.replace("_", "-")
         env = CollectorConfig.env_name(item.name)
-        default = item.default
-        help_text = f"{item.metadata.get('help', '')} (env {env}; default {default!r})".strip()
+        # An empty default stands for something (the default store, "none"): show that.
+        default = item.metadata.get("default_text") or repr(item.default)
+        help_text = f"{item.metadata.get('help', '')} (env {env}; default {default})".strip()
         if item.type == "bool":
             collector.add_argument(flag, action="store_true", default=None, help=help_text)
         else:
@@ -115,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_store(demo)
     demo.add_argument("--conversations", type=_positive_int, default=2000)
-    demo.add_argument("--days", type=_positive_int, default=6, help="spread over the last N days")
+    demo.add_argument("--days", action=_Days, default=6, help="spread over the last N days")
     demo.add_argument("--seed", type=int, default=None)
     demo.add_argument(
         "--metrics-port",
@@ -141,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(demo)
 
     report = commands.add_parser("report", help="section 4 metrics over the last N days")
-    report.add_argument("--days", type=_positive_int, default=DEFAULT_DAYS)
+    report.add_argument(
+        "--days", action=_Days, default=DEFAULT_DAYS, help=f"1 to {MAX_DAYS} (default: %(default)s)"
+    )
     report.add_argument("--agent", default="", help="only this agent")
     _add_format(report)
     _add_store(report)
@@ -229,21 +260,65 @@ def _reader(args: argparse.Namespace) -> Iterator[Any]:
     if url:
         yield CollectorClient(url)
         return
-    store = open_store(args.store)
+    store = open_store(args.store, must_exist=True)  # a mistyped --store is no empty report
     try:
         yield store
     finally:
         store.close()
 
 
-def _report(args: argparse.Namespace, store: Any) -> None:
+def _open(
+    args: argparse.Namespace, *, must_exist: bool = False, apply_schema: bool = True
+) -> ConversationStore:
+    """The store for a command that opens it itself (writes). While a collector owns an
+    embedded store chDB would refuse with engine errors: say who owns it and what to do."""
+    _refuse_owned(args)
+    return open_store(args.store, must_exist=must_exist, apply_schema=apply_schema)
+
+
+def _refuse_owned(args: argparse.Namespace) -> None:
+    """A clear error, before chDB's lock errors, when a live collector owns the store."""
+    from opentelemetry.exporter.conversation_analytics.collector.client import store_owner
+
+    owner = store_owner(args.store)
+    if owner is not None:
+        raise StoreError(
+            f"a running collector (pid {owner.pid}) owns the embedded store {owner.directory} "
+            f"and chDB lets one process open it: {args.command} cannot run on it until that "
+            "collector stops (send events to the collector over OTLP instead); report and "
+            f"conversation read through it (--collector {owner.api_url})"
+        )
+
+
+#: How many agent names a "no conversations for agent" note lists.
+_MAX_AGENTS_NAMED = 10
+
+
+def _nothing_found(reader: Any, days: int, agent: str) -> str:
+    """The note for an empty report: an agent filter that matched nothing names the agents
+    that did have conversations (a typo is then plain)."""
+    window = f"in the last {days} day{'' if days == 1 else 's'}"
+    if not agent:
+        return f"no conversations {window}"
+    note = f"no conversations for agent {agent!r} {window}"
+    agents = sorted(item.agent for item in reader.report(days).agents)
+    if agents:
+        named = ", ".join(agents[:_MAX_AGENTS_NAMED])
+        extra = len(agents) - _MAX_AGENTS_NAMED
+        more = f" and {extra} more" if extra > 0 else ""
+        note += f" (agents with conversations: {named}{more})"
+    return note
+
+
+def _report(args: argparse.Namespace, store: Any) -> Report:
     from opentelemetry.exporter.conversation_analytics.render import render_report
 
-    report = store.report(args.days, agent=getattr(args, "agent", ""))
+    report: Report = store.report(args.days, agent=getattr(args, "agent", ""))
     if args.format == "json":
         _print_json(report.to_dict())
     else:
         print(render_report(report))
+    return report
 
 
 def _cmd_demo_live(args: argparse.Namespace) -> int:
@@ -280,7 +355,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         ConversationAnalyticsExporter,
     )
 
-    store = open_store(args.store)
+    store = _open(args)
     try:
         port = None if args.metrics_port < 0 else args.metrics_port
         try:
@@ -315,7 +390,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     with _reader(args) as reader:
-        _report(args, reader)
+        report = _report(args, reader)
+        if report.total_conversations == 0:
+            # Still exit 0 (an empty window is an answer), but never a silent one.
+            print(_nothing_found(reader, args.days, args.agent), file=sys.stderr)
     return 0
 
 
@@ -323,19 +401,19 @@ def _cmd_conversation(args: argparse.Namespace) -> int:
     from opentelemetry.exporter.conversation_analytics.render import render_conversation
 
     with _reader(args) as reader:
-        detail = reader.conversation(args.conversation_id)
+        detail = reader.existing_conversation(args.conversation_id)
     if args.format == "json":
         _print_json(detail.to_dict())
     else:
         print(render_conversation(detail))
-    return 0 if detail.events else EXIT_FAILURE
+    return 0
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from opentelemetry.exporter.conversation_analytics.importer import ImportFailed, import_lines
     from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline
 
-    store = open_store(args.store)
+    store = _open(args)
     pipeline = ConversationPipeline(store)
     stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
     try:
@@ -364,7 +442,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline
 
     now = args.as_of or datetime.now(timezone.utc)
-    store = open_store(args.store)
+    store = _open(args, must_exist=True)  # nothing to infer in a store nobody wrote
     pipeline = ConversationPipeline(store)
     try:
         sweeper = AbandonmentSweeper(
@@ -385,14 +463,10 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
 
 def _cmd_feedback(args: argparse.Namespace) -> int:
-    from opentelemetry.exporter.conversation_analytics.feedback import (
-        SOURCE,
-        UnknownConversation,
-        feedback_row,
-    )
+    from opentelemetry.exporter.conversation_analytics.feedback import SOURCE, feedback_row
     from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline, Outcome
 
-    store = open_store(args.store)
+    store = _open(args, must_exist=True)  # its conversation must exist, so must the store
     pipeline = ConversationPipeline(store)
     try:
         row = feedback_row(
@@ -406,9 +480,6 @@ def _cmd_feedback(args: argparse.Namespace) -> int:
         )
         if pipeline.submit([row], SOURCE) is not Outcome.WRITTEN:
             raise StoreError("the store did not accept the feedback")
-    except UnknownConversation as exc:
-        print(f"conversation-analytics feedback: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
     finally:
         pipeline.close()
         store.close()
@@ -421,7 +492,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     if not args.apply:
         print(";\n\n".join(schema.ddl()) + ";")
         return 0
-    store = open_store(args.store, apply_schema=False)
+    store = _open(args, apply_schema=False)
     try:
         store.schema = schema
         store.apply_schema()
@@ -444,6 +515,7 @@ def _cmd_collector(args: argparse.Namespace) -> int:
             f"the collector needs its extra: pip install "
             f"'opentelemetry-exporter-conversation-analytics[collector]' ({exc})"
         ) from exc
+    _refuse_owned(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     overrides = {key: value for key, value in vars(args).items() if key != "command"}
     return serve(CollectorConfig.load(overrides))
@@ -465,6 +537,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
+    except UnknownConversation as exc:  # the API's 404, in the same words
+        print(f"conversation-analytics {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except (StoreError, ValueError, OSError) as exc:
         print(f"conversation-analytics {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILURE

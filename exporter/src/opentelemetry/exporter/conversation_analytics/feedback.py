@@ -23,10 +23,6 @@ SOURCE: Final = "feedback"
 BODY_KEYS: Final = frozenset({"conversation_id", "rating", "score", "user_id", "id", "timestamp"})
 
 
-class UnknownConversation(LookupError):
-    """Feedback for a conversation the store has never seen."""
-
-
 def feedback_row(
     store: ConversationStore,
     conversation_id: object,
@@ -39,7 +35,8 @@ def feedback_row(
     pseudonymize: UserIdPseudonymizer | None = None,
 ) -> EventRow:
     """The ``feedback_received`` row for one late rating; ``ValueError`` for bad input,
-    :class:`UnknownConversation` when the store has no such conversation."""
+    :class:`~opentelemetry.exporter.conversation_analytics.store.UnknownConversation` when the
+    store has no such conversation."""
     if type(conversation_id) is not str or not 0 < len(conversation_id) <= semconv.MAX_ID_LENGTH:
         raise ValueError(f"conversation_id must be a string of 1 to {semconv.MAX_ID_LENGTH} chars")
     if rating not in semconv.RATINGS:
@@ -51,9 +48,7 @@ def feedback_row(
     for name, value in (("user_id", user_id), ("id", event_id)):
         if value is not None and (type(value) is not str or len(value) > semconv.MAX_ID_LENGTH):
             raise ValueError(f"{name} must be a string of at most {semconv.MAX_ID_LENGTH} chars")
-    events = store.conversation(conversation_id).events
-    if not events:
-        raise UnknownConversation(f"unknown conversation {conversation_id!r}")
+    events = store.existing_conversation(conversation_id).events
     agent = next((str(e["agent_name"]) for e in reversed(events) if e.get("agent_name")), None)
     if timestamp is None:
         timestamp = datetime.now(timezone.utc).isoformat()

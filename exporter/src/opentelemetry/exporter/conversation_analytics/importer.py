@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Final
 
 from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline, Outcome
 from opentelemetry.exporter.conversation_analytics.rows import (
@@ -24,6 +25,10 @@ from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
 
 SOURCE = "import"
 _BATCH = 10_000
+#: What a bad line's message is cut to (room for the list of accepted event types).
+_MAX_ERROR_CHARS = 300
+#: ``event_type`` values a record may have, as a bad line's message lists them.
+EVENT_TYPES: Final = tuple(member.value for member in ConversationEvent)
 
 
 @dataclass
@@ -57,7 +62,7 @@ def row_from_record(record: object, pseudonymize: UserIdPseudonymizer) -> EventR
     """One article-shaped record as a row; ``ValueError`` says what is wrong with it."""
     if not isinstance(record, dict):
         raise ValueError("a record must be a JSON object")
-    kind = ConversationEvent.parse(record.get("event_type"))
+    kind = _event_type(record.get("event_type"))
     if "timestamp" not in record:
         raise ValueError("timestamp is missing")
     timestamp_ns = parse_timestamp(record["timestamp"])
@@ -81,6 +86,18 @@ def row_from_record(record: object, pseudonymize: UserIdPseudonymizer) -> EventR
         raise ValueError(str(exc)) from None
 
 
+def _event_type(value: object) -> ConversationEvent:
+    """The record's event type; a bad one is answered with the accepted ones, so the fix is
+    in the message."""
+    accepted = f"accepted: {', '.join(EVENT_TYPES)}"
+    if value is None or value == "":
+        raise ValueError(f"event_type is missing ({accepted})")
+    try:
+        return ConversationEvent.parse(value)
+    except ValueError:
+        raise ValueError(f"unknown event_type {value!r:.60} ({accepted})") from None
+
+
 def _rows(
     lines: Iterable[str], result: ImportResult, pseudonymize: UserIdPseudonymizer
 ) -> Iterator[EventRow]:
@@ -88,10 +105,19 @@ def _rows(
         if not line.strip():
             continue
         try:
-            yield row_from_record(json.loads(line), pseudonymize)
+            record = json.loads(line)
+        except ValueError as exc:  # JSONDecodeError; UnicodeDecodeError
+            # The parser's own "line 1 column 5" would sit beside the file's line number and
+            # contradict it: keep only what is wrong.
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            result.skipped += 1
+            result.errors.append((number, f"not valid JSON ({reason})"[:_MAX_ERROR_CHARS]))
+            continue
+        try:
+            yield row_from_record(record, pseudonymize)
         except (ValueError, TypeError, OverflowError) as exc:
             result.skipped += 1
-            result.errors.append((number, str(exc)[:200]))
+            result.errors.append((number, str(exc)[:_MAX_ERROR_CHARS]))
 
 
 def import_lines(

@@ -67,14 +67,20 @@ class StoreWriter:
         self.sleep: Callable[[float], object] = sleep or self._closing.wait
         self.jitter = jitter
         self._down_until = 0.0
+        self._opening = threading.Lock()
 
     @property
     def store(self) -> ConversationStore:
-        """The store, opened on first use when given as a provider."""
-        if self._store is None:
-            assert self._provider is not None
-            self._store = self._provider()
-        return self._store
+        """The store, opened on first use when given as a provider, once even when several
+        threads (a receiver, a readiness probe) ask at the same moment."""
+        store = self._store
+        if store is None:
+            with self._opening:
+                if self._store is None:
+                    assert self._provider is not None
+                    self._store = self._provider()
+                store = self._store
+        return store
 
     def reset(self) -> None:
         """Forget a recent failure: the next write tries the store at once (an explicit flush)."""
@@ -119,8 +125,9 @@ class StoreWriter:
     def close(self) -> None:
         """Close the store if it was opened here (a store given as an instance is the caller's)."""
         self.interrupt()
-        if self._store is not None and self._provider is not None:
-            self._store.close()
+        with self._opening:
+            if self._store is not None and self._provider is not None:
+                self._store.close()
 
     def _attempt(self, batch: Sequence[EventRow]) -> Exception | None:
         started = time.perf_counter()

@@ -7,6 +7,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -15,7 +16,11 @@ from opentelemetry.exporter.conversation_analytics.collector.service import (
     DISCOVERY_FILE,
     chdb_directory,
 )
-from opentelemetry.exporter.conversation_analytics.store import StoreError, resolve_store_url
+from opentelemetry.exporter.conversation_analytics.store import (
+    StoreError,
+    UnknownConversation,
+    resolve_store_url,
+)
 
 ENV_COLLECTOR_URL: Final = "CONVERSATION_ANALYTICS_COLLECTOR_URL"
 ENV_AUTH_TOKEN: Final = "CONVERSATION_ANALYTICS_AUTH_TOKEN"  # noqa: S105 - a variable name
@@ -31,8 +36,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def discover(store_url: str | None) -> str | None:
-    """The API URL of a live collector that owns this embedded store, else ``None``."""
+@dataclass(frozen=True)
+class StoreOwner:
+    """A live collector that owns an embedded store (from its ``collector.json``)."""
+
+    pid: int
+    api_url: str
+    directory: Path
+
+
+def store_owner(store_url: str | None) -> StoreOwner | None:
+    """The live collector that owns this embedded store, else ``None``."""
     directory = chdb_directory(resolve_store_url(store_url))
     if directory is None:
         return None
@@ -42,7 +56,33 @@ def discover(store_url: str | None) -> str | None:
         pid, url = int(info["pid"]), str(info["api_url"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return url if _alive(pid) else None
+    return StoreOwner(pid, url, directory) if _alive(pid) else None
+
+
+def discover(store_url: str | None) -> str | None:
+    """The API URL of a live collector that owns this embedded store, else ``None``."""
+    owner = store_owner(store_url)
+    return owner.api_url if owner else None
+
+
+class CollectorError(StoreError):
+    """The collector answered with an error status; ``message`` is its own ``error`` text."""
+
+    def __init__(self, base_url: str, status: int, message: str) -> None:
+        super().__init__(f"collector at {base_url} answered {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+def _error_text(body: bytes) -> str:
+    """The ``error`` of a JSON error body (what the admin API sends), else the body's start."""
+    text = body.decode(errors="replace")
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return text[:200]
+    error = document.get("error") if isinstance(document, dict) else None
+    return error[:300] if isinstance(error, str) else text[:200]
 
 
 class CollectorClient:
@@ -62,9 +102,7 @@ class CollectorClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:200]
-            message = f"collector at {self.base_url} answered {exc.code}: {detail}"
-            raise StoreError(message) from None
+            raise CollectorError(self.base_url, exc.code, _error_text(exc.read())) from None
         except (urllib.error.URLError, OSError) as exc:
             raise StoreError(f"cannot reach the collector at {self.base_url}: {exc}") from None
 
@@ -72,4 +110,19 @@ class CollectorClient:
         return Report.from_dict(self._get("/api/v1/report", days=days, agent=agent))
 
     def conversation(self, conversation_id: str) -> ConversationDetail:
-        return ConversationDetail.from_dict(self._get("/api/v1/conversation", id=conversation_id))
+        """One conversation; :class:`UnknownConversation` on the API's 404, as from a store."""
+        try:
+            document = self._get("/api/v1/conversation", id=conversation_id)
+        except CollectorError as exc:
+            if exc.status == 404:
+                raise UnknownConversation(conversation_id) from None
+            raise
+        return ConversationDetail.from_dict(document)
+
+    def existing_conversation(self, conversation_id: str) -> ConversationDetail:
+        """:meth:`ConversationStore.existing_conversation` over the API (an older collector
+        answers an unknown id with 200 and no events: the same error then)."""
+        detail = self.conversation(conversation_id)
+        if not detail.events:
+            raise UnknownConversation(conversation_id)
+        return detail

@@ -7,7 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
-from opentelemetry.exporter.conversation_analytics.store.url import resolve_store_url
+from opentelemetry.exporter.conversation_analytics.store.url import (
+    DEFAULT_STORE_URL,
+    resolve_store_url,
+)
 from opentelemetry.instrumentation.conversation.semconv import DEFAULT_FEEDBACK_EVALUATIONS
 
 ENV_PREFIX: Final = "CONVERSATION_ANALYTICS_"
@@ -21,9 +24,13 @@ def _parse_bool(text: str) -> bool:
 
 @dataclass
 class CollectorConfig:
-    """Everything the collector service needs; each field has an env var (see ``env_name``)."""
+    """Everything the collector service needs; each field has an env var (see ``env_name``).
 
-    store: str = field(default="", metadata={"env": "STORE"})
+    ``default_text`` in a field's metadata is what ``--help`` shows for a default that is empty
+    here but means something (the default store, "none").
+    """
+
+    store: str = field(default="", metadata={"env": "STORE", "default_text": DEFAULT_STORE_URL})
     grpc_endpoint: str = field(default="127.0.0.1:4317", metadata={"help": "'' disables"})
     http_endpoint: str = field(default="127.0.0.1:4318", metadata={"help": "'' disables"})
     metrics_endpoint: str = field(
@@ -31,14 +38,20 @@ class CollectorConfig:
     )
     idle_timeout: float = field(default=1800.0, metadata={"help": "seconds"})
     inference_lookback: float = field(default=2 * 86_400.0, metadata={"help": "seconds"})
-    auth_token: str = field(default="", metadata={"help": "bearer token required on requests"})
-    tls_cert_file: str = ""
-    tls_key_file: str = ""
+    auth_token: str = field(
+        default="",
+        metadata={"help": "bearer token required on requests", "default_text": "none"},
+    )
+    tls_cert_file: str = field(default="", metadata={"default_text": "plain text"})
+    tls_key_file: str = field(default="", metadata={"default_text": "plain text"})
     max_request_bytes: int = field(
         default=DEFAULT_MAX_REQUEST_BYTES, metadata={"help": "cap after decompression"}
     )
     max_concurrent_requests: int = 8
-    spool_dir: str = field(default="", metadata={"help": "default: <chdb dir>-spool"})
+    spool_dir: str = field(
+        default="",
+        metadata={"default_text": "<chdb dir>-spool, else .conversation-analytics-spool"},
+    )
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
     store_content: bool = False
     feedback_evaluations: str = field(
@@ -47,7 +60,10 @@ class CollectorConfig:
     )
     cors_origins: str = field(
         default="",
-        metadata={"help": "browser origins allowed to POST /api/v1/feedback (comma-separated)"},
+        metadata={
+            "help": "browser origins allowed to POST /api/v1/feedback (comma-separated)",
+            "default_text": "none (no CORS)",
+        },
     )
 
     def __post_init__(self) -> None:

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 from google.protobuf import json_format
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from opentelemetry.exporter.conversation_analytics.analytics import DEFAULT_DAYS
 from opentelemetry.exporter.conversation_analytics.collector.grpc_receiver import _response
 from opentelemetry.exporter.conversation_analytics.collector.service import (
     RETRY_AFTER_SECONDS,
@@ -26,6 +27,7 @@ from opentelemetry.exporter.conversation_analytics.collector.service import (
     Signal,
     Status,
 )
+from opentelemetry.exporter.conversation_analytics.store import UnknownConversation, parse_days
 
 SOURCE: Final = "otlp_http"
 PROTOBUF: Final = "application/x-protobuf"
@@ -231,14 +233,14 @@ class AdminHandler(_Handler):
             return
         try:
             route(query)
+        except UnknownConversation as exc:
+            self._json(404, {"error": str(exc)})
         except ValueError as exc:
             self._json(400, {"error": str(exc)})
         except Exception as exc:
             self._json(503, {"error": f"store unavailable: {str(exc)[:200]}"})
 
     def do_POST(self) -> None:
-        from opentelemetry.exporter.conversation_analytics.feedback import UnknownConversation
-
         if urlsplit(self.path).path != FEEDBACK_PATH:
             self._json(404, {"error": "not found"})
             return
@@ -274,7 +276,7 @@ class AdminHandler(_Handler):
         self._json(200 if ready else 503, {"ready": ready, "detail": detail})
 
     def _report(self, query: dict[str, str]) -> None:
-        days = int(query.get("days", "7"))
+        days = parse_days(query.get("days", str(DEFAULT_DAYS)), "days")
         self._json(200, self.service.report(days, query.get("agent", "")))
 
     def _conversation(self, query: dict[str, str]) -> None:

@@ -82,6 +82,8 @@ def start_collector(
             running.ports["http"] = bound
             running._closers.insert(0, http.server_close)
             running._closers.insert(0, http.shutdown)
+        # Both receivers are bound and serving: only now may /readyz say ready.
+        service.receiving.set()
     except BaseException:
         running.stop()
         raise
@@ -94,11 +96,8 @@ GC_THRESHOLDS: Final = (50_000, 20, 100)
 
 
 def serve(config: CollectorConfig, out: TextIO = sys.stderr) -> int:
-    """Run until SIGTERM or SIGINT, then drain and exit 0."""
-    running = start_collector(config)
-    # Our own process (never an agent's): tune the cyclic GC for throughput.
-    gc.set_threshold(*GC_THRESHOLDS)
-    gc.freeze()
+    """Run until SIGTERM or SIGINT, then drain and exit 0 (a signal during start-up stops the
+    collector as soon as it has started, never half-way)."""
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -106,6 +105,10 @@ def serve(config: CollectorConfig, out: TextIO = sys.stderr) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    running = start_collector(config)
+    # Our own process (never an agent's): tune the cyclic GC for throughput.
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.freeze()
     ports = ", ".join(f"{name}={port}" for name, port in running.ports.items())
     out.write(f"collector ready: {ports} store={config.store}\n")
     out.flush()

@@ -7,16 +7,18 @@ full, the request is refused with OTLP's retryable error so that clients back of
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -88,6 +90,59 @@ def chdb_directory(store_url: str) -> Path | None:
     return Path(unquote(parts.netloc + parts.path) or ".conversation-analytics").absolute()
 
 
+class ShuttingDown(RuntimeError):
+    """The collector is stopping: a new request is refused (retryable), never half-served."""
+
+
+class InFlight:
+    """Counts calls that use the store, so that closing waits for them before the store is
+    released (an engine closed under a running query crashes the process), and refuses new ones
+    once closing has begun."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._count = 0
+        self.closing = False
+
+    @contextmanager
+    def enter(self) -> Iterator[None]:
+        with self._changed:
+            if self.closing:
+                raise ShuttingDown("the collector is shutting down")
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._count -= 1
+                self._changed.notify_all()
+
+    def close(self, timeout: float) -> bool:
+        """Refuse new calls and wait up to ``timeout`` seconds for running ones; False if some
+        are still running."""
+        with self._changed:
+            self.closing = True
+            return self._changed.wait_for(lambda: self._count == 0, timeout)
+
+
+_R = TypeVar("_R")
+
+
+def _in_flight(method: Callable[..., _R]) -> Callable[..., _R]:
+    """Run a :class:`CollectorService` method as an in-flight store call."""
+
+    @functools.wraps(method)
+    def wrapper(self: CollectorService, *args: Any, **kwargs: Any) -> _R:
+        with self.in_flight.enter():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+#: How long closing waits for running requests before releasing the store anyway.
+DRAIN_TIMEOUT_SECONDS: Final = 30.0
+
+
 class CollectorService:
     """Owns the store, the pipeline, the spool and the abandonment sweeper."""
 
@@ -129,6 +184,9 @@ class CollectorService:
         self._discovery = directory / DISCOVERY_FILE if directory else None
         self._stop = threading.Event()
         self._drainer: threading.Thread | None = None
+        self.in_flight = InFlight()
+        #: Set once every configured receiver accepts connections (``/readyz`` says ready).
+        self.receiving = threading.Event()
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -162,8 +220,12 @@ class CollectorService:
                     _logger.exception("spool replay failed")
 
     def close(self) -> None:
-        """Stop background work, flush, release the store (the spool keeps what is unwritten)."""
+        """Stop background work, wait for running requests, flush, release the store (the spool
+        keeps what is unwritten)."""
+        self.receiving.clear()
         self._stop.set()
+        if not self.in_flight.close(DRAIN_TIMEOUT_SECONDS):
+            _logger.warning("requests still running after %.0f s; closing", DRAIN_TIMEOUT_SECONDS)
         self.sweeper.stop()
         if self._drainer is not None:
             self._drainer.join(timeout=30)
@@ -177,7 +239,16 @@ class CollectorService:
         self.requests_rejected.labels(reason).inc()
 
     def export(self, signal: Signal, body: bytes, *, is_json: bool, source: str) -> ExportResult:
-        """Handle one OTLP export body; never raises for bad input."""
+        """Handle one OTLP export body; never raises for bad input. While the collector shuts
+        down it answers unavailable (retryable: the client resends, to this or another replica)."""
+        try:
+            with self.in_flight.enter():
+                return self._export(signal, body, is_json=is_json, source=source)
+        except ShuttingDown as exc:
+            self.reject_request("unavailable")
+            return ExportResult(Status.UNAVAILABLE, message=str(exc))
+
+    def _export(self, signal: Signal, body: bytes, *, is_json: bool, source: str) -> ExportResult:
         message: ExportTraceServiceRequest | ExportLogsServiceRequest
         extract: Callable[..., Extracted]
         if signal is Signal.TRACES:
@@ -214,21 +285,31 @@ class CollectorService:
     # ---- health and reads -----------------------------------------------------------------------
 
     def ready(self) -> tuple[bool, str]:
-        """Ready to accept exports: the store answers, or the spool has room."""
+        """Ready to accept exports: every receiver accepts, and the store answers or the spool
+        has room."""
+        if not self.receiving.is_set():
+            return False, "starting: the receivers are not accepting yet"
         try:
-            self.pipeline.store.count_events()
+            with self.in_flight.enter():
+                self.pipeline.store.count_events()
+        except ShuttingDown:
+            return False, "shutting down"
         except Exception as exc:
             if not self.spool.refused and self.spool.bytes < self.spool.max_bytes * 0.9:
                 return True, f"store unavailable ({str(exc)[:100]}); spooling"
             return False, "store unavailable and spool nearly full"
         return True, "ok"
 
+    @_in_flight
     def report(self, days: int, agent: str) -> dict[str, Any]:
         return self.pipeline.store.report(days, agent=agent).to_dict()
 
+    @_in_flight
     def conversation(self, conversation_id: str) -> dict[str, Any]:
-        return self.pipeline.store.conversation(conversation_id).to_dict()
+        """One conversation; ``UnknownConversation`` (a 404) when the store has no events for it."""
+        return self.pipeline.store.existing_conversation(conversation_id).to_dict()
 
+    @_in_flight
     def feedback(self, body: object) -> dict[str, Any]:
         """Store one late rating (``POST /api/v1/feedback``): acknowledged only once written or
         spooled, like OTLP input. ``ValueError`` for a bad body, ``UnknownConversation``."""

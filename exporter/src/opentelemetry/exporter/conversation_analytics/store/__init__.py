@@ -1,6 +1,14 @@
 """Stores: where conversation events live. ``open_store(url)`` picks the engine from the URL."""
 
-from opentelemetry.exporter.conversation_analytics.store.base import ConversationStore, StoreError
+from opentelemetry.exporter.conversation_analytics.store.base import (
+    MAX_DAYS,
+    ConversationStore,
+    NoStore,
+    StoreError,
+    UnknownConversation,
+    check_days,
+    parse_days,
+)
 from opentelemetry.exporter.conversation_analytics.store.sql import Schema
 from opentelemetry.exporter.conversation_analytics.store.url import (
     DEFAULT_STORE_URL,
@@ -10,9 +18,14 @@ from opentelemetry.exporter.conversation_analytics.store.url import (
 
 __all__ = [
     "DEFAULT_STORE_URL",
+    "MAX_DAYS",
     "ConversationStore",
+    "NoStore",
     "Schema",
     "StoreError",
+    "UnknownConversation",
+    "check_days",
     "open_store",
+    "parse_days",
     "resolve_store_url",
 ]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry.exporter.conversation_analytics.analytics import (
     DEFAULT_DAYS,
@@ -26,6 +27,48 @@ Params = Mapping[str, Any]
 
 class StoreError(RuntimeError):
     """The store could not complete an operation (unreachable, rejected a write, ...)."""
+
+
+class NoStore(StoreError):
+    """A read named a store nobody has written: an error, so that a mistyped ``--store`` is not
+    answered with an empty report (and a new, empty store left behind)."""
+
+
+class UnknownConversation(LookupError):
+    """A conversation the store has no events for: one message for ``conversation`` (exit 1),
+    ``GET /api/v1/conversation`` (404) and late feedback (refused)."""
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(f"unknown conversation {conversation_id!r}")
+        self.conversation_id = conversation_id
+
+
+#: The widest report window (a century). One bound for the CLI, the API and library callers: far
+#: wider than any retention, and far from the dates ``datetime`` cannot represent.
+MAX_DAYS: Final = 36_500
+_WHOLE_NUMBER: Final = re.compile(r"[+-]?[0-9]+")
+
+
+def check_days(days: object, name: str = "days") -> int:
+    """``days`` if it is a whole number of days in 1..:data:`MAX_DAYS`; else a ``ValueError``
+    that names ``name`` (``--days`` on the command line, ``days`` in the API)."""
+    if isinstance(days, bool) or not isinstance(days, int):
+        raise ValueError(f"{name} must be a whole number of days, got {days!r:.40}")
+    if not 1 <= days <= MAX_DAYS:
+        raise ValueError(f"{name} must be between 1 and {MAX_DAYS}, got {days}")
+    return days
+
+
+def parse_days(text: str, name: str = "days") -> int:
+    """A window in days from user text (a flag or a query parameter), checked by
+    :func:`check_days`; the same messages wherever the text came from."""
+    stripped = text.strip()
+    if not _WHOLE_NUMBER.fullmatch(stripped):
+        raise ValueError(f"{name} must be a whole number of days, got {text!r:.40}")
+    if len(stripped.lstrip("+-").lstrip("0")) > len(str(MAX_DAYS)):
+        # Too many digits to be in range, and int() refuses past 4,300 digits anyway.
+        raise ValueError(f"{name} must be between 1 and {MAX_DAYS}, got {stripped:.40}")
+    return check_days(int(stripped), name)
 
 
 def insert_token(rows: Sequence[EventRow]) -> str:
@@ -86,6 +129,11 @@ class ConversationStore(abc.ABC):
             self.execute(self.schema.drop_view())
             self.execute(self.schema.view_ddl())
 
+    def has_schema(self) -> bool:
+        """Whether the store's database has any table: what tells a store from an empty place."""
+        params = {"database": self.schema.database}
+        return bool(self.select(self.schema.existing_columns(), params))
+
     def ping(self) -> None:
         """Raise unless the store answers a trivial query."""
         self.select("SELECT 1 AS ok")
@@ -96,8 +144,7 @@ class ConversationStore(abc.ABC):
     @staticmethod
     def window_params(days: int, now: datetime | None, agent: str = "") -> dict[str, str]:
         """``since``/``edge`` for :meth:`Schema.conversations_in_window`."""
-        if not isinstance(days, int) or isinstance(days, bool) or days < 1:
-            raise ValueError("days must be a positive integer")
+        check_days(days)
         now = now or datetime.now(timezone.utc)
         if now.tzinfo is None:
             now = now.replace(tzinfo=timezone.utc)
@@ -138,6 +185,14 @@ class ConversationStore(abc.ABC):
         rows = self.select(self.schema.conversation_events(), {"cid": conversation_id})
         events = [_normalize_event(row) for row in rows]
         return ConversationDetail(conversation_id, satisfaction(events), events)
+
+    def existing_conversation(self, conversation_id: str) -> ConversationDetail:
+        """:meth:`conversation`, or :class:`UnknownConversation` when it has no events: an
+        unknown id is an error to report, not a conversation with a satisfaction of 0.1."""
+        detail = self.conversation(conversation_id)
+        if not detail.events:
+            raise UnknownConversation(conversation_id)
+        return detail
 
 
 def _truthy(value: Any) -> bool:

@@ -23,6 +23,43 @@ from opentelemetry.exporter.conversation_analytics.store.base import (
 )
 from opentelemetry.exporter.conversation_analytics.store.sql import EVENT_COLUMN_NAMES, Schema
 
+#: The file chDB's embedded server holds an exclusive ``flock`` on while it owns a directory
+#: (removed on close).
+_STATUS_FILE: Final = "status"
+
+
+class StoreInUse(StoreError):
+    """Another process owns the embedded store's directory (chDB allows one)."""
+
+
+def _check_not_in_use(path: str) -> None:
+    """Raise :class:`StoreInUse` when another process holds the directory's lock.
+
+    Asked before chDB is: its own refusal is two engine errors (``Cannot lock file``, ``Error
+    initializing EmbeddedServer``), one of them written straight to the terminal by native code.
+    The probe takes the lock for an instant only when it is free, and creates no file.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: let chDB decide
+        return
+    try:
+        fd = os.open(os.path.join(path, _STATUS_FILE), os.O_RDONLY)
+    except OSError:
+        return  # no status file: no server owns the directory
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise StoreInUse(
+            f"the embedded store at {path} is in use by another process: chDB lets one "
+            "process open a store directory at a time (stop it, or use a ClickHouse server)"
+        ) from None
+    except OSError:
+        return  # cannot tell (e.g. no flock on this file system): let chDB decide
+    finally:
+        os.close(fd)  # also releases the probe's lock
+
+
 # chDB runs one embedded server per process, on one directory at a time: stores on the same
 # directory share it, and it is closed when the last of them closes.
 _lock = threading.RLock()
@@ -48,6 +85,7 @@ def _acquire(path: str) -> Any:
                 "the embedded store needs chdb: pip install "
                 "'opentelemetry-exporter-conversation-analytics[embedded]'"
             ) from exc
+        _check_not_in_use(path)
         os.makedirs(path, exist_ok=True)
         try:
             session = chdb_session.Session(path)  # type: ignore[no-untyped-call]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry.exporter.conversation_analytics.rows import (
     ATTRIBUTES_INDEX,
@@ -22,6 +24,54 @@ from opentelemetry.exporter.conversation_analytics.store.base import (
 from opentelemetry.exporter.conversation_analytics.store.sql import EVENT_COLUMN_NAMES, Schema
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: clickhouse-connect's logger. On a failed connection it logs a bare "Unexpected Http Driver
+#: Exception" warning and then raises; the error raised here says what happened, once.
+_DRIVER_LOGGER: Final = "clickhouse_connect"
+
+
+class _QuietDriver:
+    """Hides the driver's warnings while connecting; nested and concurrent connections share
+    one raised level, restored when the last of them is done."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved_level = logging.NOTSET
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        logger = logging.getLogger(_DRIVER_LOGGER)
+        with self._lock:
+            if self._users == 0:
+                self._saved_level = logger.level
+                logger.setLevel(logging.ERROR)
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    logger.setLevel(self._saved_level)
+
+
+_quiet_driver = _QuietDriver()
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost OS error's text ("Connection refused") rather than the driver's retry and
+    pool wrappers around it; the exception's own text when there is none (e.g. bad password)."""
+    found: BaseException | None = None
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError):
+            found = current
+        current = current.__cause__ or current.__context__
+    if isinstance(found, OSError) and found.strerror:
+        return found.strerror
+    return (str(found or exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def _row_values(row: EventRow) -> list[Any]:
@@ -48,16 +98,17 @@ class ClickHouseStore(ConversationStore):
         import clickhouse_connect  # deferred: only server deployments pay for the import
 
         try:
-            self._client = clickhouse_connect.get_client(
-                host=host,
-                port=port,
-                username=username,
-                password=password,
-                secure=secure,
-                autogenerate_session_id=False,
-            )
+            with _quiet_driver():
+                self._client = clickhouse_connect.get_client(
+                    host=host,
+                    port=port,
+                    username=username,
+                    password=password,
+                    secure=secure,
+                    autogenerate_session_id=False,
+                )
         except Exception as exc:
-            raise StoreError(f"cannot reach ClickHouse at {host}:{port}: {exc}") from exc
+            raise StoreError(f"cannot reach ClickHouse at {host}:{port}: {_reason(exc)}") from exc
         self._lock = threading.Lock()
 
     def execute(self, sql: str) -> None:

@@ -6,7 +6,7 @@ import os
 from typing import Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from opentelemetry.exporter.conversation_analytics.store.base import ConversationStore
+from opentelemetry.exporter.conversation_analytics.store.base import ConversationStore, NoStore
 from opentelemetry.exporter.conversation_analytics.store.sql import Schema
 
 ENV_STORE: Final = "CONVERSATION_ANALYTICS_STORE"
@@ -14,6 +14,10 @@ ENV_TTL_DAYS: Final = "CONVERSATION_ANALYTICS_TTL_DAYS"
 DEFAULT_DIRECTORY: Final = ".conversation-analytics"
 DEFAULT_STORE_URL: Final = f"chdb://{DEFAULT_DIRECTORY}"
 _DEFAULT_PORTS: Final = {"clickhouse": 8123, "clickhouses": 8443}
+#: The subdirectory chDB (like a ClickHouse server) keeps its databases' definitions in: a
+#: directory without it has never been a store.
+_CHDB_METADATA: Final = "metadata"
+_CREATE_HINT: Final = f"demo, import or the collector create one; check --store or ${ENV_STORE}"
 
 
 def resolve_store_url(url: str | None = None) -> str:
@@ -30,11 +34,15 @@ def _int_option(value: str | None, name: str) -> int:
         raise ValueError(f"{name} must be an integer, got {value!r:.40}") from None
 
 
-def open_store(url: str | None = None, *, apply_schema: bool = True) -> ConversationStore:
+def open_store(
+    url: str | None = None, *, apply_schema: bool = True, must_exist: bool = False
+) -> ConversationStore:
     """Open the store a URL names and (by default) create its schema if missing.
 
     Options ride in the query string: ``?cluster=NAME`` (ClickHouse server only) and
     ``?ttl_days=N`` (else ``$CONVERSATION_ANALYTICS_TTL_DAYS``; 0 keeps events forever).
+    ``must_exist`` (reads): :class:`NoStore` for a store nothing was ever written to, and
+    nothing is created on the way — not the directory, not the database.
     """
     url = resolve_store_url(url)
     parts = urlsplit(url)
@@ -45,6 +53,9 @@ def open_store(url: str | None = None, *, apply_schema: bool = True) -> Conversa
         from opentelemetry.exporter.conversation_analytics.store.chdb_store import ChdbStore
 
         path = unquote(parts.netloc + parts.path) or DEFAULT_DIRECTORY
+        where = f"no store at {os.path.abspath(path)}"
+        if must_exist and not os.path.isdir(os.path.join(path, _CHDB_METADATA)):
+            raise NoStore(f"{where} ({_CREATE_HINT})")
         store = ChdbStore(path, Schema(ttl_days=ttl_days))
     elif parts.scheme in _DEFAULT_PORTS:
         from opentelemetry.exporter.conversation_analytics.store.clickhouse_store import (
@@ -53,9 +64,11 @@ def open_store(url: str | None = None, *, apply_schema: bool = True) -> Conversa
 
         database = unquote(parts.path.strip("/")) or Schema.database
         schema = Schema(database=database, cluster=options.get("cluster"), ttl_days=ttl_days)
+        host, port = parts.hostname or "localhost", parts.port or _DEFAULT_PORTS[parts.scheme]
+        where = f"no store at {parts.scheme}://{host}:{port}/{database}"  # never the password
         store = ClickHouseStore(
-            host=parts.hostname or "localhost",
-            port=parts.port or _DEFAULT_PORTS[parts.scheme],
+            host=host,
+            port=port,
             username=unquote(parts.username or "default"),
             password=unquote(parts.password or ""),
             secure=parts.scheme == "clickhouses",
@@ -66,6 +79,15 @@ def open_store(url: str | None = None, *, apply_schema: bool = True) -> Conversa
             f"unsupported store URL scheme {parts.scheme!r}: "
             "use chdb:///path or clickhouse://user:password@host:8123/database"
         )
+    if must_exist:
+        try:
+            found = store.has_schema()
+        except Exception:
+            store.close()
+            raise
+        if not found:
+            store.close()
+            raise NoStore(f"{where}: it has no tables ({_CREATE_HINT})")
     if apply_schema:
         try:
             store.apply_schema()
