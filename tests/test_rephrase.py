@@ -31,14 +31,18 @@ from opentelemetry.instrumentation.conversation.rephrase import (
 )
 from opentelemetry.instrumentation.conversation.rephrase.evaluation import (
     cross_validate,
+    cross_validated_decisions,
     decisions,
+    fit,
     load_pairs,
     score_pairs,
 )
 from opentelemetry.instrumentation.conversation.rephrase.lexical import (
     FEATURE_NAMES,
+    LEXICAL_START,
     is_acknowledgement,
     lexical_features,
+    read,
     signature,
     words,
 )
@@ -46,6 +50,8 @@ from opentelemetry.instrumentation.conversation.rephrasing import build_rephrase
 
 DATA = Path(__file__).parent.parent / "benchmarks" / "data"
 PAIR_FILES = sorted(DATA.glob("rephrase_pairs_*.jsonl"))
+#: The first round's files (510 pairs); ``fourth`` was written later, for the second round.
+ORIGINAL_FILES = [DATA / f"rephrase_pairs_{name}.jsonl" for name in ("train", "heldout", "third")]
 CANCEL = "How do I cancel my subscription?"
 CANCEL_AGAIN = "No, I mean stop my plan completely, how?"
 PRO, TEAM = "price of the pro plan?", "price of the team plan?"
@@ -84,12 +90,18 @@ def _all_strings(detector: RephraseDetector) -> list[str]:
     """Every str reachable from what the detector keeps per conversation, except the keys."""
     found: list[str] = []
     for entry in detector._previous.values():
-        for value in (entry.vector, entry.signature, entry.digest, entry.at):
+        for value in (entry.vector, entry.norm, *entry.signature, entry.digest, entry.at):
             if isinstance(value, str):
                 found.append(value)
-        for field in ("content", "entities"):
-            found.extend(v for v in getattr(entry.signature, field) if isinstance(v, str))
+        found.extend(v for v in entry.signature.content if isinstance(v, str))
     return found
+
+
+def _lexical(previous: str, text: str, name: str) -> float:
+    """One word-level feature of ``text`` after ``previous``."""
+    return lexical_features(signature(previous), read(text))[
+        FEATURE_NAMES.index(name) - LEXICAL_START
+    ]
 
 
 class TestLexicalSignals:
@@ -105,18 +117,53 @@ class TestLexicalSignals:
 
     def test_swapped_entity_is_marked(self) -> None:
         """The same sentence with one word exchanged sets the swap feature."""
-        features = lexical_features(signature(PRO), TEAM, signature(TEAM))
-        assert features[FEATURE_NAMES.index("swap") - 1] == 1.0
+        assert _lexical(PRO, TEAM, "swap") == 1.0
+        assert _lexical(PRO, "how much is the pro plan per seat?", "swap") == 0.0
 
     def test_correction_cue_is_marked(self) -> None:
-        """'No, I mean ...' sets the correction feature."""
-        features = lexical_features(signature(CANCEL), CANCEL_AGAIN, signature(CANCEL_AGAIN))
-        assert features[FEATURE_NAMES.index("correction") - 1] == 1.0
+        """'No, I mean ...' and '..., not ...' set the correction feature."""
+        assert _lexical(CANCEL, CANCEL_AGAIN, "correction") == 1.0
+        assert _lexical("freeze my card", "the debit one, not the credit", "correction") == 1.0
+        assert _lexical(CANCEL, "how long does cancelling take?", "correction") == 0.0
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "you didn't answer. WHY is it locked",
+            "again: can I pay with PayPal, yes or no?",
+            "hello?? is the pool heated",
+            "I asked about the gym, not the restaurants",
+        ],
+    )
+    def test_reask_cue_is_marked(self, text: str) -> None:
+        """A complaint that the ask went unanswered sets the re-ask feature."""
+        assert _lexical("is the pool heated", text, "reask") == 1.0
+
+    @pytest.mark.parametrize("text", ["it fell through the cracks", "I voted against it"])
+    def test_cues_match_whole_words(self, text: str) -> None:
+        """'ugh' is not found in 'through', nor 'again' in 'against'."""
+        assert _lexical(CANCEL, text, "reask") == 0.0
+
+    def test_details_given_are_marked(self) -> None:
+        """A statement with a number (an order number given because the agent asked) sets the
+        details feature; a question with one does not."""
+        assert _lexical("I want to return my order", "order 48213, bought in May", "details") == 1
+        assert _lexical("I want to return my order", "can I return order 48213?", "details") == 0
+
+    def test_added_aspect_is_marked(self) -> None:
+        """A follow-up that adds a condition or a consequence sets the aspect feature."""
+        assert _lexical("How do I reset my router?", "will it delete my settings?", "aspect") == 1
+        assert _lexical("will it delete my settings?", "does it wipe my settings", "aspect") == 0
+
+    def test_words(self) -> None:
+        """Words of any script stay whole, and a typographic apostrophe is an apostrophe."""
+        assert words("Flights to Zürich?") == ["flights", "to", "zürich"]
+        assert words("what\u2019s my PIN") == ["what's", "my", "pin"]
 
     def test_signature_holds_no_text(self) -> None:
-        """A message's signature keeps hashes and counts, no word of it."""
+        """A message's signature keeps hashes, counts and flags, no word of it."""
         kept = signature("Where is order A-1234 for Paris?")
-        assert not any(isinstance(v, str) for v in (*kept.content, *kept.entities))
+        assert not any(isinstance(v, str) for v in (*kept, *kept.content))
 
 
 class TestDetector:
@@ -145,6 +192,28 @@ class TestDetector:
         d.observe("c", "Where is my order?")
         result = d.observe("c", "where is my order")
         assert result is not None and result.similarity == 1.0 and not result.rephrase
+
+    def test_acknowledgement_is_never_a_rephrase(self) -> None:
+        """'ok thanks' scores 0 whatever the weights (the scorer's one rule)."""
+        always = RephraseWeights(bias=50.0, coefficients=(0.0,) * len(FEATURE_NAMES))
+        d = RephraseDetector(_bag_of_words, weights=always)
+        d.observe("c", "Where is my order?")
+        assert d.observe("c", "ok thanks") == (0.0, False)
+        assert d.observe("c", "where is my parcel") == (1.0, True)
+
+    def test_other_embedders_get_the_new_words_in_the_same_call(self) -> None:
+        """An embedder other than WordLlama is called once per message: with the text, and the
+        words the previous message did not have when there are some."""
+        calls: list[list[str]] = []
+
+        def recording(texts: Sequence[str]) -> list[list[float]]:
+            calls.append(list(texts))
+            return _bag_of_words(texts)
+
+        d = RephraseDetector(recording)
+        d.observe("c", CANCEL)
+        d.observe("c", "how do I cancel my membership")
+        assert calls == [[CANCEL], ["how do I cancel my membership", "membership"]]
 
     def test_conversations_are_compared_separately(self) -> None:
         """A message is compared with its own conversation's previous message only."""
@@ -208,6 +277,27 @@ class TestDetector:
         with pytest.raises(EmbedderUnavailable, match="bundled file is missing"):
             WordLlamaEmbedder(tmp_path)
 
+    @pytest.mark.parametrize(
+        "text",
+        [
+            CANCEL_AGAIN,
+            "what's the way to change my login pasword, I forgot it",
+            "can I pay in installments with an authenticator-protected account?",
+            "Zürich → São Paulo 👍",
+        ],
+    )
+    def test_word_sums_match_the_tokenizer(self, wordllama: WordLlamaEmbedder, text: str) -> None:
+        """The detector's path (vocabulary lookups, the BPE model for the other words) sums the
+        same token vectors as the tokenizer on the words joined by spaces; the second row sums
+        the new words alone."""
+        split = words(text)
+        novel = split[-2:]
+        rows = wordllama.sum_words(split, novel)
+        whole = wordllama.embed_one(" ".join(split))
+        assert float(np.dot(rows[0], whole) / np.linalg.norm(rows[0])) == pytest.approx(1.0)
+        alone = wordllama.sum_words(novel)
+        assert rows.shape[0] == 2 and np.allclose(rows[1], alone[0], atol=1e-5)
+
     def test_matches_wordllama_own_similarity(self, wordllama: WordLlamaEmbedder) -> None:
         """Reading the wheel's files directly gives WordLlama's own cosine similarity."""
         from wordllama import WordLlama
@@ -222,11 +312,40 @@ class TestQuality:
     """The default detector on labelled pairs of consecutive user messages."""
 
     def test_cross_validated_f1(self, detector: RephraseDetector) -> None:
-        """F1 at the default threshold, each pair decided by weights fitted without it, is at
-        least 0.80 (measured 0.807; the issue's target of 0.85 is not met)."""
-        pairs = [pair for path in PAIR_FILES for pair in load_pairs(path)]
+        """F1 at the default threshold, each of the original 510 pairs decided by weights fitted
+        without it, reaches the issue's 0.85."""
+        pairs = [pair for path in ORIGINAL_FILES for pair in load_pairs(path)]
         scores = cross_validate(detector, pairs)
-        assert scores.f1 >= 0.80, scores
+        assert scores.f1 >= 0.85, scores
+
+    def test_cross_validated_f1_with_the_added_pairs(self, detector: RephraseDetector) -> None:
+        """Over all pairs, the original ones and the added ones each reach 0.85 when decided
+        by weights fitted without them."""
+        original = [pair for path in ORIGINAL_FILES for pair in load_pairs(path)]
+        added = [p for path in PAIR_FILES if path not in ORIGINAL_FILES for p in load_pairs(path)]
+        predicted = cross_validated_decisions(detector, original + added)
+        assert score_pairs(predicted[: len(original)], original).f1 >= 0.85
+        assert score_pairs(predicted[len(original) :], added).f1 >= 0.85
+
+    def test_heldout_file_unseen(self, wordllama: WordLlamaEmbedder) -> None:
+        """Weights fitted on every other file reach 0.85 on the held-out file."""
+        heldout = DATA / "rephrase_pairs_heldout.jsonl"
+        rest = [p for path in PAIR_FILES if path != heldout for p in load_pairs(path)]
+        weights = fit(RephraseDetector(wordllama), rest, l2=0.1)
+        pairs = load_pairs(heldout)
+        unseen = RephraseDetector(wordllama, weights=weights)
+        assert score_pairs(decisions(unseen, pairs), pairs).f1 >= 0.85
+
+    def test_added_pairs_are_new(self) -> None:
+        """No pair of a later file repeats one of the original files (it would count twice)."""
+        original = {
+            (p.previous.lower(), p.message.lower())
+            for path in ORIGINAL_FILES
+            for p in load_pairs(path)
+        }
+        added = [p for path in PAIR_FILES if path not in ORIGINAL_FILES for p in load_pairs(path)]
+        assert added
+        assert not [p for p in added if (p.previous.lower(), p.message.lower()) in original]
 
     def test_beats_the_cosine_rule(self, detector: RephraseDetector) -> None:
         """The shipped weights beat the article's rule alone (cosine >= 0.85) on every pair."""

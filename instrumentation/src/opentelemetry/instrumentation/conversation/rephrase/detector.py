@@ -1,22 +1,27 @@
 """``RephraseDetector``: compares each user message with the conversation's previous one.
 
 Only a score and a flag leave it. In memory it keeps, per live conversation, the previous
-message's vector, keyed hashes of its content words and of its whole text (for "the text
-differs"), bounded by count and by age; never the text. The default embedder loads once, in a
-background thread started when the detector is built (never at import); messages that arrive
-before it is ready are not scored. An embedder that fails turns detection off: counted, logged
-once, never raised into the agent.
+message's vector (the sum of its content words' token vectors), keyed hashes of its content
+words and of its whole text (for "the text differs") and a few counts and flags, bounded by count
+and by age; never the text. Per message: the words read once (:func:`.lexical.read`), one gather
+of token vectors and three small matrix products (each numpy call costs a microsecond or more,
+so there are as few as the cosines allow), the word features, the logistic score.
+
+The default embedder loads once, in a background thread started when the detector is built
+(never at import); messages that arrive before it is ready are not scored. An embedder that
+fails turns detection off: counted, logged once, never raised into the agent.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from opentelemetry.instrumentation.conversation.rephrase.embedders import (
     Embedder,
@@ -24,11 +29,12 @@ from opentelemetry.instrumentation.conversation.rephrase.embedders import (
 )
 from opentelemetry.instrumentation.conversation.rephrase.lexical import (
     MessageSignature,
+    Reading,
     lexical_features,
+    novel_words,
+    read,
     same_text,
-    signature,
     text_digest,
-    words,
 )
 from opentelemetry.instrumentation.conversation.rephrase.scorer import (
     DEFAULT_WEIGHTS,
@@ -45,10 +51,14 @@ MAX_AGE_SECONDS: Final = 1800.0
 #: Longest text embedded; the rest of a pasted document adds nothing to "is it the same ask".
 MAX_TEXT_LENGTH: Final = 2000
 
+#: ``(text, the words to embed, its new content words or None) -> matrix``: the message's vector
+#: as its first row and, when there are new words, theirs as the second (not unit length: the
+#: cosines divide by the norms). Rows of one matrix: a product does all the dot products at once.
+Vectors = Callable[[str, list[str], "list[str] | None"], Any]
 
-@dataclass(frozen=True, slots=True)
-class RephraseResult:
-    """The score (0..1) and the decision for one user message."""
+
+class RephraseResult(NamedTuple):
+    """The score (0..1) and the decision for one user message (a tuple: cheap to build)."""
 
     similarity: float
     rephrase: bool
@@ -57,40 +67,58 @@ class RephraseResult:
 @dataclass(slots=True)
 class _Previous:
     vector: Any
+    norm: float
     signature: MessageSignature
     digest: int
     at: float
 
 
-def _message(embed: Callable[[str], Any], text: str, now: float) -> tuple[_Previous, list[str]]:
-    """What one message contributes: what is kept of it, and its words (for this call only)."""
-    text = text[:MAX_TEXT_LENGTH]
-    tokens = words(text)
-    entry = _Previous(embed(text), signature(text, tokens), text_digest(tokens), now)
-    return entry, tokens
+def _entry(
+    vectors: Vectors, text: str, reading: Reading, novel: list[str] | None, now: float
+) -> tuple[_Previous, Any, list[list[float]]]:
+    """What is kept of one message; its vectors and their dot products (for this call only)."""
+    # Its content words carry what it asks (stop words only pull every question together);
+    # all its words when it has none ("what about it?").
+    matrix = vectors(text, reading.content or reading.tokens, novel)
+    gram = (matrix @ matrix.T).tolist()
+    digest = text_digest(reading.tokens)
+    return _Previous(matrix[0], math.sqrt(gram[0][0]), reading.signature, digest, now), matrix, gram
 
 
 def _features(
-    previous: _Previous, current: _Previous, text: str, tokens: list[str]
+    previous: _Previous, reading: Reading, current: _Previous, matrix: Any, gram: list[list[float]]
 ) -> tuple[float, ...]:
-    """The model's inputs for ``text`` (already truncated) after ``previous``."""
-    cosine = float(previous.vector.dot(current.vector))
-    return (cosine, *lexical_features(previous.signature, text, current.signature, tokens))
+    """The model's inputs (see :data:`.lexical.FEATURE_NAMES`) for a message after ``previous``."""
+    dots = (matrix @ previous.vector).tolist()
+    scale = previous.norm * current.norm
+    cosine = dots[0] / scale if scale else 0.0
+    if len(dots) == 1:
+        novel = 1.0  # no new content word: nothing added
+    else:
+        scale = previous.norm * math.sqrt(gram[1][1])
+        novel = dots[1] / scale if scale else 0.0
+    return (
+        cosine,
+        cosine - 0.3 if cosine > 0.3 else 0.0,
+        cosine - 0.6 if cosine > 0.6 else 0.0,
+        novel,
+        *lexical_features(previous.signature, reading),
+    )
 
 
-def _unit_vector(embedder: Embedder) -> Callable[[str], Any]:
-    """One text to one unit vector, through the embedder's fastest entry point."""
-    one = getattr(embedder, "embed_one", None)
-    if callable(one):
-        return one  # type: ignore[no-any-return]
+def _vectors(embedder: Embedder) -> Vectors:
+    """The embedder's fastest entry point: WordLlama's sums over the words already split, else
+    one call with the text (and its new words, when there are some)."""
+    sum_words = getattr(embedder, "sum_words", None)
+    if callable(sum_words):
+        return lambda text, words, novel: sum_words(words, novel or ())
     import numpy as np
 
-    def embed(text: str) -> Any:
-        vector = np.asarray(embedder([text])[0], dtype=np.float32)
-        norm = float(np.sqrt(vector.dot(vector)))
-        return vector / norm if norm else vector
+    def vectors(text: str, words: list[str], novel: list[str] | None) -> Any:
+        batch = [text, " ".join(novel)] if novel else [text]
+        return np.asarray([np.asarray(v, dtype=np.float32) for v in embedder(batch)])
 
-    return embed
+    return vectors
 
 
 class RephraseDetector:
@@ -111,14 +139,14 @@ class RephraseDetector:
         self._clock = clock
         self._previous: OrderedDict[str, _Previous] = OrderedDict()
         self._lock = threading.Lock()
-        self._embed: Callable[[str], Any] | None = None
+        self._vectors: Vectors | None = None
         self._ready = threading.Event()
         self.enabled = True
         self.failures = 0
         #: User messages not scored because the embedder was still loading.
         self.skipped = 0
         if embedder is not None:
-            self._embed = _unit_vector(embedder)
+            self._vectors = _vectors(embedder)
             self._ready.set()
         else:
             threading.Thread(
@@ -127,7 +155,7 @@ class RephraseDetector:
 
     def _load_default(self) -> None:
         try:
-            self._embed = _unit_vector(WordLlamaEmbedder())
+            self._vectors = _vectors(WordLlamaEmbedder())
         except Exception:
             self._fail("loading the default embedder")
         finally:
@@ -146,25 +174,31 @@ class RephraseDetector:
     def observe(self, conversation_id: str, text: str) -> RephraseResult | None:
         """Score ``text`` against the conversation's previous user message and remember it in
         its place; ``None`` for a conversation's first message (or when detection is off)."""
-        embed = self._embed
+        vectors = self._vectors
         if not self.enabled or type(text) is not str:
             return None
-        if embed is None:
+        if vectors is None:
             self.skipped += 1
             return None
         now = self._clock()
         try:
-            entry, tokens = _message(embed, text, now)
+            text = text[:MAX_TEXT_LENGTH]
+            reading = read(text)
+            previous = self._previous.get(conversation_id)
+            if previous is not None and now - previous.at > self._max_age:
+                previous = None
+            novel = None if previous is None else novel_words(previous.signature, reading)
+            entry, matrix, gram = _entry(vectors, text, reading, novel, now)
         except Exception:
             self._fail("embedding a message")
             return None
         with self._lock:
-            previous = self._previous.pop(conversation_id, None)
+            self._previous.pop(conversation_id, None)
             self._previous[conversation_id] = entry
             self._evict(now)
-        if previous is None or now - previous.at > self._max_age:
+        if previous is None:
             return None
-        score = self._weights.score(_features(previous, entry, text, tokens))
+        score = self._weights.score(_features(previous, reading, entry, matrix, gram))
         return RephraseResult(round(score, 4), is_rephrase(score, entry.digest == previous.digest))
 
     def decide(self, previous_text: str, text: str) -> bool:
@@ -176,11 +210,14 @@ class RephraseDetector:
     def features(self, previous_text: str, text: str) -> Sequence[float]:
         """The model's inputs for one pair (see :data:`.lexical.FEATURE_NAMES`), built as
         :meth:`observe` builds them."""
-        if not self.wait_ready() or self._embed is None:
+        if not self.wait_ready() or self._vectors is None:
             raise RuntimeError("the embedder is not available")
-        previous, _ = _message(self._embed, previous_text, 0.0)
-        current, tokens = _message(self._embed, text, 0.0)
-        return _features(previous, current, text[:MAX_TEXT_LENGTH], tokens)
+        previous_text, text = previous_text[:MAX_TEXT_LENGTH], text[:MAX_TEXT_LENGTH]
+        previous, _, _ = _entry(self._vectors, previous_text, read(previous_text), None, 0.0)
+        reading = read(text)
+        novel = novel_words(previous.signature, reading)
+        current, matrix, gram = _entry(self._vectors, text, reading, novel, 0.0)
+        return _features(previous, reading, current, matrix, gram)
 
     def forget(self, conversation_id: str) -> None:
         """Drop what is kept for a conversation (it ended)."""

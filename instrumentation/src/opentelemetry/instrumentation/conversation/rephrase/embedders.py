@@ -21,12 +21,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from opentelemetry.instrumentation.conversation.rephrase.lexical import KNOWN_WORDS
+
 #: ``texts -> vectors``; any callable of this shape is an embedder.
 Embedder = Callable[[Sequence[str]], Sequence[Sequence[float]]]
 
 WORDLLAMA_WEIGHTS: Final = "weights/l2_supercat_256.safetensors"
 WORDLLAMA_TOKENIZER: Final = "tokenizers/l2_supercat_tokenizer_config.json"
 WORDLLAMA_TENSOR: Final = "embedding.weight"
+_WORD_START: Final = "\u2581"  # SentencePiece's mark of a word's first piece
+#: Messages of fewer tokens (almost all) take their summing rows from a table built once.
+_MASKS: Final = 64
 
 
 class EmbedderUnavailable(RuntimeError):
@@ -61,17 +66,76 @@ class WordLlamaEmbedder:
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
         self._add = np.add.reduce
+        self._np = np
         self.dimensions: int = int(self._table.shape[1])
-        self._zeros = np.zeros(self.dimensions, np.float32)
+        self._zeros = np.zeros((1, self.dimensions), np.float32)
+        self._masks = np.stack([self._mask(count, _MASKS) for count in range(_MASKS)])
+        # A word the vocabulary holds whole ("▁word") is that one token, as the tokenizer would
+        # split it (no merge crosses a "▁"): a dict lookup instead of a tokenizer call. Only
+        # lower-case pieces: the detector's words are lower-cased. Its own words (stop words,
+        # contractions) are split once here. Nothing here comes from a user's message.
+        self._word_ids: dict[str, tuple[int, ...]] = {
+            piece[1:]: (index,)
+            for piece, index in self._tokenizer.get_vocab().items()
+            if piece.startswith(_WORD_START) and len(piece) > 1 and piece == piece.lower()
+        }
+        self._tokenize = self._tokenizer.model.tokenize
+        for word in KNOWN_WORDS:
+            if word not in self._word_ids:
+                self._word_ids[word] = self._pieces(word)
+
+    def _pieces(self, word: str) -> tuple[int, ...]:
+        """The token ids of one word (no space in it) as the tokenizer splits it after a space:
+        its normalizer only marks the word's start ("▁") and the model does the rest."""
+        return tuple([token.id for token in self._tokenize(_WORD_START + word)])
 
     def embed_one(self, text: str) -> Any:
         """One unit vector (a numpy array): the mean of the text's token vectors."""
         ids = self._tokenizer.encode(text, add_special_tokens=False).ids
         if not ids:
-            return self._zeros
+            return self._zeros[0]
         vector = self._add(self._table.take(ids, axis=0), axis=0)  # the sum: scale cancels
         norm = math.sqrt(vector.dot(vector))
         return vector / norm if norm else vector
+
+    def sum_words(self, words: Sequence[str], novel: Sequence[str] = ()) -> Any:
+        """A matrix whose first row sums the token vectors of ``words`` and whose second, when
+        ``novel`` (some of them) is not empty, sums theirs: the detector's path, on the words it
+        has already split and lower-cased. A word the vocabulary holds whole is looked up;
+        another goes to the BPE model alone (what the tokenizer does to a word after a space,
+        without its normalizer and post-processor). Sums, not means: the scale cancels in a
+        cosine. One gather and one matrix product: each numpy call costs a microsecond or two."""
+        known = self._word_ids
+        ids: list[int] = []
+        fresh: list[int] = []  # the new words' tokens go last: the second row sums the tail
+        novel_words = set(novel)
+        for word in words:
+            found = known.get(word)
+            if found is None:
+                found = self._pieces(word)
+            if novel_words and word in novel_words:
+                fresh.extend(found)
+            else:
+                ids.extend(found)
+        count = len(ids)
+        if fresh:
+            ids.extend(fresh)
+        total = len(ids)
+        if not total:
+            return self._zeros
+        if total < _MASKS:
+            mask = self._masks[count, : 2 if fresh else 1, :total]
+        else:
+            mask = self._mask(count, total)
+        return mask @ self._table.take(ids, axis=0)
+
+    def _mask(self, count: int, total: int) -> Any:
+        """The 0/1 rows that sum all of a message's ``total`` token vectors and (when
+        ``count`` is less) those from ``count`` on."""
+        mask = self._np.ones((1 if total == count else 2, total), self._np.float32)
+        if total > count:
+            mask[1, :count] = 0.0
+        return mask
 
     def __call__(self, texts: Sequence[str]) -> Sequence[Sequence[float]]:
         return [self.embed_one(text) for text in texts]

@@ -96,16 +96,16 @@ def fit(
     return fit_weights(features, [pair.rephrase for pair in pairs], l2=l2)
 
 
-def cross_validate(
+def cross_validated_decisions(
     detector: RephraseDetector,
     pairs: Sequence[LabelledPair],
     *,
     folds: int = 5,
     l2: float = 0.1,
     seed: int = 0,
-) -> Scores:
-    """``folds``-fold cross-validation: each pair decided by weights fitted without it, so the
-    scores estimate quality on pairs the weights never saw."""
+) -> list[bool]:
+    """Each pair's decision by weights fitted on the other folds (``folds``-fold, a seeded
+    shuffle), so scores over any subset of them estimate quality on unseen pairs."""
     import random
 
     order = list(range(len(pairs)))
@@ -121,4 +121,18 @@ def cross_validate(
         for i in held:
             same = same_text(pairs[i].previous, pairs[i].message)
             predicted[i] = is_rephrase(weights.score(features[i]), same)
+    return predicted
+
+
+def cross_validate(
+    detector: RephraseDetector,
+    pairs: Sequence[LabelledPair],
+    *,
+    folds: int = 5,
+    l2: float = 0.1,
+    seed: int = 0,
+) -> Scores:
+    """``folds``-fold cross-validation: each pair decided by weights fitted without it, so the
+    scores estimate quality on pairs the weights never saw."""
+    predicted = cross_validated_decisions(detector, pairs, folds=folds, l2=l2, seed=seed)
     return score_pairs(predicted, pairs)
