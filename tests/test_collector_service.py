@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -543,23 +544,37 @@ class TestTls:
         assert store.conversation("plain").events == []
 
 
+@contextmanager
+def _admin_only(store: ConversationStore, config: CollectorConfig) -> Iterator[RunningCollector]:
+    """A collector serving only its admin port (the API), over the test's store."""
+    collector = start_collector(config, store=store)
+    try:
+        yield collector
+    finally:
+        collector.stop()
+
+
+def _admin_config(store_url: str, tmp_path: Path, **overrides: object) -> CollectorConfig:
+    return CollectorConfig(
+        store=store_url,
+        grpc_endpoint="",
+        http_endpoint="",
+        metrics_endpoint="127.0.0.1:0",
+        spool_dir=str(tmp_path / "spool"),
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
 class TestFeedbackApi:
     """``POST /api/v1/feedback``: late ratings through the collector, durable like OTLP input."""
 
     @pytest.fixture
     def api(self, store: ConversationStore, store_url: str, tmp_path: Path) -> Iterator[int]:
-        config = CollectorConfig(
-            store=store_url,
-            grpc_endpoint="",
-            http_endpoint="",
-            metrics_endpoint="127.0.0.1:0",
-            spool_dir=str(tmp_path / "spool"),
-            auth_token="s3cret",
-        )
         _talk(store, "rated", T0, turns=1)
-        collector = start_collector(config, store=store)
-        yield collector.ports["metrics"]
-        collector.stop()
+        with _admin_only(
+            store, _admin_config(store_url, tmp_path, auth_token="s3cret")
+        ) as collector:
+            yield collector.ports["metrics"]
 
     def _post(self, port: int, body: bytes, token: str | None = "s3cret") -> tuple[int, dict]:  # type: ignore[type-arg]
         import json
@@ -629,19 +644,10 @@ class TestFeedbackCors:
         store_url: str,
         tmp_path: Path,
     ) -> Iterator[tuple[int, str]]:
-        config = CollectorConfig(
-            store=store_url,
-            grpc_endpoint="",
-            http_endpoint="",
-            metrics_endpoint="127.0.0.1:0",
-            spool_dir=str(tmp_path / "spool"),
-            auth_token="s3cret",
-            cors_origins=request.param,
-        )
+        config = _admin_config(store_url, tmp_path, auth_token="s3cret", cors_origins=request.param)
         _talk(store, "rated", T0, turns=1)
-        collector = start_collector(config, store=store)
-        yield collector.ports["metrics"], request.param
-        collector.stop()
+        with _admin_only(store, config) as collector:
+            yield collector.ports["metrics"], request.param
 
     def _request(
         self, port: int, method: str, origin: str, body: bytes = b"", path: str = "/api/v1/feedback"
@@ -687,17 +693,9 @@ class TestReadApiErrors:
 
     @pytest.fixture
     def api(self, store: ConversationStore, store_url: str, tmp_path: Path) -> Iterator[str]:
-        config = CollectorConfig(
-            store=store_url,
-            grpc_endpoint="",
-            http_endpoint="",
-            metrics_endpoint="127.0.0.1:0",
-            spool_dir=str(tmp_path / "spool"),
-        )
         _talk(store, "known", T0, turns=1)
-        collector = start_collector(config, store=store)
-        yield f"http://127.0.0.1:{collector.ports['metrics']}"
-        collector.stop()
+        with _admin_only(store, _admin_config(store_url, tmp_path)) as collector:
+            yield f"http://127.0.0.1:{collector.ports['metrics']}"
 
     def _get(self, base_url: str, path: str) -> tuple[int, dict]:  # type: ignore[type-arg]
         try:

@@ -107,9 +107,6 @@ class TraceConversations:
         with self._lock:
             return self._contexts.get(trace_id, {})
 
-    def __len__(self) -> int:
-        return len(self._contexts)
-
 
 def evaluation_rows(
     attributes: Mapping[str, Any],

@@ -10,7 +10,7 @@ collector), the fallback derivation of :mod:`.derive`.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -74,8 +74,8 @@ class Extracted:
         kind = semconv.event_type_of(name)
         if kind is None:
             return True
-        try:
-            self.rows.append(
+        return self._keep(
+            lambda: [
                 row_from_attributes(
                     kind,
                     attributes,
@@ -85,11 +85,8 @@ class Extracted:
                     span_id=span_id,
                     store_content=store_content,
                 )
-            )
-        except RejectedEvent as exc:
-            self.rejected[exc.reason] += 1
-            return False
-        return True
+            ]
+        )
 
     def add_evaluation(
         self,
@@ -110,23 +107,39 @@ class Extracted:
             and self.traces is not None
         ):
             context = self.traces.context(trace_id)
-        try:
-            self.rows.extend(
-                evaluation_rows(
-                    attributes,
-                    time_ns,
-                    context=context,
-                    feedback_names=self.feedback_evaluations,
-                    service=service,
-                    trace_id=trace_id,
-                    span_id=span_id,
-                    store_content=store_content,
-                )
+        return self._keep(
+            lambda: evaluation_rows(
+                attributes,
+                time_ns,
+                context=context,
+                feedback_names=self.feedback_evaluations,
+                service=service,
+                trace_id=trace_id,
+                span_id=span_id,
+                store_content=store_content,
             )
+        )
+
+    def _keep(self, make: Callable[[], list[EventRow]]) -> bool:
+        """Add the rows ``make`` builds; count its :class:`RejectedEvent` by reason instead."""
+        try:
+            self.rows.extend(make())
         except RejectedEvent as exc:
             self.rejected[exc.reason] += 1
             return False
         return True
+
+    @classmethod
+    def configured(
+        cls,
+        feedback_evaluations: frozenset[str] | None = None,
+        traces: TraceConversations | None = None,
+    ) -> Extracted:
+        """An empty batch with the caller's evaluation settings (``None``: the defaults)."""
+        extracted = cls(traces=traces)
+        if feedback_evaluations is not None:
+            extracted.feedback_evaluations = feedback_evaluations
+        return extracted
 
 
 def is_extracted_event(name: str) -> bool:
@@ -169,9 +182,7 @@ def extract(
     """Rows for every conversation event of ``spans`` (explicit, derived in the agent, or
     derived here from spans that did not pass the conversation span processor) and every
     evaluation result on them."""
-    extracted = Extracted(traces=traces)
-    if feedback_evaluations is not None:
-        extracted.feedback_evaluations = feedback_evaluations
+    extracted = Extracted.configured(feedback_evaluations, traces)
     rejected = extracted.rejected
     for span in spans:
         before = rejected.total()

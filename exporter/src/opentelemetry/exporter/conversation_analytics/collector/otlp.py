@@ -154,9 +154,7 @@ def rows_from_logs(
 ) -> Extracted:
     """Rows for log records named ``conversation.*`` or ``gen_ai.evaluation.result``; an
     evaluation without a conversation id takes its trace's, when ``traces`` has seen it."""
-    extracted = Extracted(traces=traces)
-    if feedback_evaluations is not None:
-        extracted.feedback_evaluations = feedback_evaluations
+    extracted = Extracted.configured(feedback_evaluations, traces)
     for resource_logs in request.resource_logs:
         service = _service_name(resource_logs.resource.attributes)
         for scope_logs in resource_logs.scope_logs:
