@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import quote
 
 from opentelemetry.exporter.conversation_analytics.store.sql import (
+    DECIMAL_SCALE,
     ROLLUP_COLUMNS,
     SATISFACTION_EXPR,
 )
@@ -159,18 +160,36 @@ def time_bucket(minimum_seconds: int = 3600, column: str = "first_seen") -> str:
     )
 
 
+def ratio(numerator: str, denominator: str, places: int) -> str:
+    """``numerator / denominator`` in exact decimals, rounded half away from zero (NULL on 0).
+
+    The report's rounding rule: ClickHouse rounds a ``Decimal`` half away from zero as
+    PostgreSQL does, while a ``Float64`` would round half to even and drift with summation order.
+    """
+    return (
+        f"round(toDecimal128({numerator}, {DECIMAL_SCALE}) / nullIf({denominator}, 0), {places})"
+    )
+
+
+def mean(expression: str, places: int) -> str:
+    """The mean of an integer or decimal ``expression`` over the rows, rounded as the report."""
+    return ratio(f"sum({expression})", "count()", places)
+
+
 def pct(condition: str, among: str = "") -> str:
     """Percent of conversations (optionally among those matching ``among``), 1 decimal."""
     if among:
-        return f"round(100 * countIf({among} AND {condition}) / nullIf(countIf({among}), 0), 1)"
-    return f"round(100 * countIf({condition}) / nullIf(count(), 0), 1)"
+        return ratio(f"100 * countIf({among} AND {condition})", f"countIf({among})", 1)
+    return ratio(f"100 * countIf({condition})", "count()", 1)
 
 
 COMPLETED = "was_completed = 1"
 ABANDONED = "was_abandoned = 1"
 HANDOFF = "had_handoff = 1"
 TIMED = "started_at IS NOT NULL AND completed_at IS NOT NULL"
-DURATION_S = "dateDiff('microsecond', started_at, completed_at) / 1000000"
+DURATION_US = "dateDiff('microsecond', started_at, completed_at)"
+#: Mean duration in whole seconds over timed conversations, as the report rounds it.
+AVG_DURATION_S = ratio(f"sumIf({DURATION_US}, {TIMED})", f"1000000 * countIf({TIMED})", 0)
 OUTCOME = (
     "multiIf(was_completed = 1 AND had_handoff = 1, 'completed after handoff', "
     "was_completed = 1, 'completed', was_abandoned = 1, 'abandoned', "
@@ -676,14 +695,14 @@ def overview() -> dict[str, Any]:
         ),
         glance(
             "Avg turns",
-            "round(avgOrNull(user_messages), 1)",
+            mean("user_messages", 1),
             "avg_turns",
             "Mean number of user messages per conversation.",
             decimals=1,
         ),
         glance(
             "Avg duration",
-            f"round(avgOrNullIf({DURATION_S}, {TIMED}))",
+            AVG_DURATION_S,
             "avg_duration_seconds",
             "Mean time from conversation.started to conversation.completed, over conversations "
             "that have both.",
@@ -691,7 +710,7 @@ def overview() -> dict[str, Any]:
         ),
         glance(
             "Avg satisfaction",
-            f"round(avgOrNull({SATISFACTION}), 3)",
+            mean(SATISFACTION, 3),
             "avg_satisfaction",
             "Mean per-conversation satisfaction (0..1): explicit feedback, the outcome signal "
             "and the rephrase/turn-count signal, as in SPEC section 4.",
@@ -700,7 +719,7 @@ def overview() -> dict[str, Any]:
         ),
         glance(
             "Rephrase rate",
-            "round(100 * sum(rephrases) / nullIf(sum(user_messages), 0), 1)",
+            ratio("100 * sum(rephrases)", "sum(user_messages)", 1),
             "rephrase_rate",
             "Share of user messages that rephrase the previous one (a sign of not being "
             "understood).",
@@ -767,7 +786,7 @@ def overview() -> dict[str, Any]:
                 sql_target(
                     over_conversations(
                         f"{per_hour} AS time, agent_name AS agent, "
-                        f"round(avg({SATISFACTION}), 3) AS satisfaction",
+                        f"{mean(SATISFACTION, 3)} AS satisfaction",
                         "GROUP BY time, agent\nORDER BY time, agent",
                     )
                 )
@@ -952,7 +971,7 @@ ORDER BY turn_n ASC NULLS LAST"""
     )
     funnel = over_conversations(
         "n AS turn, count() AS reached,\n"
-        "    round(100 * count() / max(count()) OVER (), 1) AS reached_pct,\n"
+        f"    {ratio('100 * count()', 'max(count()) OVER ()', 1)} AS reached_pct,\n"
         "    countIf(user_messages = n) AS ended_here,\n"
         "    countIf(user_messages = n AND was_completed = 1) AS completed_here,\n"
         "    countIf(user_messages = n AND was_abandoned = 1) AS abandoned_here,\n"
@@ -967,7 +986,7 @@ ORDER BY turn_n ASC NULLS LAST"""
     )
     before_leaving = f"""SELECT last_event, last_tool, handoff,
     countIf(NOT is_inferred) AS explicit, countIf(is_inferred) AS inferred,
-    count() AS abandoned, round(avg(at_turn), 1) AS avg_turn
+    count() AS abandoned, {mean("at_turn", 1)} AS avg_turn
 FROM (
     SELECT agent_name, conversation_id,
         argMaxIf(abandon_inferred, (timestamp, event_id), event_type = 'abandoned') AS is_inferred,
@@ -1181,9 +1200,9 @@ def compare() -> dict[str, Any]:
     {pct(COMPLETED)} AS completion_rate,
     {pct(ABANDONED)} AS abandonment_rate,
     {pct(HANDOFF)} AS handoff_rate,
-    round(avg(user_messages), 1) AS avg_turns,
-    round(avgOrNullIf({DURATION_S}, {TIMED})) AS avg_duration_seconds,
-    round(avg({SATISFACTION}), 3) AS avg_satisfaction""",
+    {mean("user_messages", 1)} AS avg_turns,
+    {AVG_DURATION_S} AS avg_duration_seconds,
+    {mean(SATISFACTION, 3)} AS avg_satisfaction""",
             f"GROUP BY {key}",
         )
         by_week = over_conversations(
@@ -1205,8 +1224,8 @@ def compare() -> dict[str, Any]:
     w.completion_this_week AS completion_this_week,
     w.completion_last_week AS completion_last_week,
     round(completion_this_week - completion_last_week, 1) AS completion_wow_pts,
-    round(100 * (completion_this_week - completion_last_week)
-          / nullIf(completion_last_week, 0), 1) AS completion_wow_pct
+    {ratio("100 * (completion_this_week - completion_last_week)",
+           "toDecimal64(completion_last_week, 1)", 1)} AS completion_wow_pct
 FROM (
     {indent(in_range)}
 ) AS r
@@ -1366,7 +1385,7 @@ def conversations_dashboard() -> dict[str, Any]:
     first_seen AS started, last_seen AS last_event, user_messages AS turns,
     {OUTCOME} AS outcome,
     round({SATISFACTION}, 3) AS satisfaction,
-    if({TIMED}, round({DURATION_S}), NULL) AS duration_seconds""",
+    if({TIMED}, {ratio(DURATION_US, "1000000", 0)}, NULL) AS duration_seconds""",
         where=selected,
         filtered=False,
     )

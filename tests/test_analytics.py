@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
 
 import pytest
 
@@ -174,6 +177,30 @@ class TestReport:
         assert report.completion_rate == 6.3
         assert report.avg_turns == 0.3  # 4/16 = 0.25 -> 0.3
 
+
+    @pytest.mark.parametrize("order", [0, 1, 2])
+    def test_avg_satisfaction_is_exact_whatever_the_order(
+        self, store: ConversationStore, build: Builder, order: int
+    ) -> None:
+        """A mean exactly on a tie (29/80 = 0.3625) reads 0.363 every time, in any insert order.
+
+        Float sums of the same scores give 0.362 or 0.363 depending on their order."""
+        kinds = [(1, None, False)] * 35 + [(1, "completed", False)] * 20 + [(1, None, True)] * 25
+        random.Random(order).shuffle(kinds)
+        for i, (messages, outcome, handoff) in enumerate(kinds):
+            build.conversation(f"c{i}", messages=messages, outcome=outcome, handoff=handoff)
+        for i in range(0, len(build.rows), 7):  # several parts, merged in no set order
+            store.insert(build.rows[i : i + 7])
+        scores = [
+            Fraction(store.conversation(f"c{i}").satisfaction).limit_denominator(100)
+            for i in range(80)
+        ]
+        exact = sum(scores, Fraction()) / len(scores)
+        assert exact == Fraction(29, 80)  # the data is on a tie, or the test proves nothing
+        half_up = (Decimal(exact.numerator) / exact.denominator).quantize(
+            Decimal("0.001"), ROUND_HALF_UP
+        )
+        assert {store.report(7, now=NOW).avg_satisfaction for _ in range(3)} == {float(half_up)}
     def test_duplicate_terminal_events(self, store: ConversationStore, build: Builder) -> None:
         """Two completed events count one completed conversation; duration uses the last."""
         build.conversation("c", messages=1, length=timedelta(seconds=10))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
 from opentelemetry.instrumentation.conversation.semconv import (
@@ -20,11 +20,23 @@ from opentelemetry.instrumentation.conversation.semconv import (
 DEFAULT_DAYS = 7
 
 
-def _round(numerator: int, denominator: int, places: int) -> float | None:
+#: Digits kept while dividing, far more than any exact sum from the store carries, so the
+#: quotient is rounded only once, half away from zero, like PostgreSQL's ``ROUND(numeric)``.
+_PRECISION = 80
+
+
+def _round(numerator: int | Decimal, denominator: int, places: int) -> float | None:
+    """``numerator / denominator`` rounded half away from zero; ``None`` when there is no data.
+
+    The one rounding rule of every number the product reports: exact inputs (integer counts,
+    ``Decimal`` sums read as text), so the same data always reads the same.
+    """
     if denominator == 0:
         return None
-    exponent = Decimal(1).scaleb(-places)
-    return float((Decimal(numerator) / Decimal(denominator)).quantize(exponent, ROUND_HALF_UP))
+    with localcontext() as context:
+        context.prec = _PRECISION
+        quotient = Decimal(numerator) / Decimal(denominator)
+        return float(quotient.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP))
 
 
 def _percent(part: int, whole: int) -> float | None:
@@ -134,9 +146,7 @@ class _EvaluationTally:
             self.labels[label] = self.labels.get(label, 0) + count
 
     def stats(self) -> dict[str, Any]:
-        mean = None
-        if self.scored:
-            mean = float((self.score_sum / self.scored).quantize(Decimal("0.001"), ROUND_HALF_UP))
+        mean = _round(self.score_sum, self.scored, 3)
         labels = [
             LabelShare(label, count, _percent(count, self.evaluations))
             for label, count in sorted(self.labels.items(), key=lambda item: (-item[1], item[0]))
@@ -188,7 +198,6 @@ def summarize(row: Mapping[str, Any]) -> dict[str, Any]:
     total = count("conversations")
     messages = count("messages_total")
     duration = _round(count("duration_us"), count("timed") * 1_000_000, 0)
-    satisfaction = float(row["satisfaction_sum"] or 0) / total if total else None
     return {
         "total_conversations": total,
         "completion_rate": _percent(count("completed"), total),
@@ -196,7 +205,8 @@ def summarize(row: Mapping[str, Any]) -> dict[str, Any]:
         "handoff_rate": _percent(count("handoffs"), total),
         "avg_turns": _round(messages, total, 1),
         "avg_duration_seconds": None if duration is None else int(duration),
-        "avg_satisfaction": None if satisfaction is None else round(satisfaction, 3),
+        # An exact decimal sum, sent as text: a float sum depends on the order rows arrive in.
+        "avg_satisfaction": _round(Decimal(str(row["satisfaction_sum"] or 0)), total, 3),
         "rephrase_rate": _percent(count("rephrases_total"), messages),
     }
 

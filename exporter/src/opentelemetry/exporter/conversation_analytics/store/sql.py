@@ -195,18 +195,24 @@ _WAS_ABANDONED = (
     + "))"
 )
 
-#: The satisfaction formula of SPEC section 4, over one merged conversation row.
+#: Scale of the exact decimals behind every mean: ``Decimal128`` keeps 18 integer digits beside
+#: it, and sums of decimals do not depend on the order rows are added in, as float sums do.
+DECIMAL_SCALE: Final = 20
+
+#: The satisfaction formula of SPEC section 4, over one merged conversation row: the number of
+#: signals, and their sum in tenths (every signal is a whole number of tenths).
 _SATISFACTION_SIGNALS = """
     positive_feedback + negative_feedback
       + toUInt64(was_completed AND user_messages <= 3 OR had_handoff OR NOT was_completed)
       + toUInt64(user_messages > 2)"""
-SATISFACTION_EXPR: Final = f"""if(({_SATISFACTION_SIGNALS}) = 0, 0.5,
-    (toFloat64(positive_feedback)
-      + multiIf(was_completed AND user_messages <= 3, 0.9, had_handoff, 0.3,
-                NOT was_completed, 0.1, 0.0)
-      + if(user_messages > 2,
-           greatest(0.0, 0.8 - greatest(0.0, (toInt64(user_messages) - 3) * 0.1)), 0.0))
-    / ({_SATISFACTION_SIGNALS}))"""
+_SATISFACTION_TENTHS = """
+    10 * positive_feedback
+      + multiIf(was_completed AND user_messages <= 3, 9, had_handoff, 3, NOT was_completed, 1, 0)
+      + if(user_messages > 2, greatest(0, 8 - greatest(0, toInt64(user_messages) - 3)), 0)"""
+#: One conversation's satisfaction as a ``Decimal128``: 0.5 with no signals.
+SATISFACTION_EXPR: Final = f"""if(({_SATISFACTION_SIGNALS}) = 0,
+    toDecimal128(5, {DECIMAL_SCALE}) / 10,
+    toDecimal128({_SATISFACTION_TENTHS}, {DECIMAL_SCALE}) / (10 * ({_SATISFACTION_SIGNALS})))"""
 
 
 def check_identifier(name: str) -> str:
@@ -403,7 +409,7 @@ WHERE {{agent:String}} = '' OR agent = {{agent:String}}"""
     countIf(started_at IS NOT NULL AND completed_at IS NOT NULL) AS timed,
     sumIf(dateDiff('microsecond', started_at, completed_at),
           started_at IS NOT NULL AND completed_at IS NOT NULL) AS duration_us,
-    sum({SATISFACTION_EXPR}) AS satisfaction_sum
+    toString(sum({SATISFACTION_EXPR})) AS satisfaction_sum
 FROM ({self.conversations_in_window()})
 GROUP BY GROUPING SETS ((agent), ())
 ORDER BY is_total DESC, conversations DESC, agent"""
