@@ -177,7 +177,6 @@ class TestReport:
         assert report.completion_rate == 6.3
         assert report.avg_turns == 0.3  # 4/16 = 0.25 -> 0.3
 
-
     @pytest.mark.parametrize("order", [0, 1, 2])
     def test_avg_satisfaction_is_exact_whatever_the_order(
         self, store: ConversationStore, build: Builder, order: int
@@ -201,6 +200,7 @@ class TestReport:
             Decimal("0.001"), ROUND_HALF_UP
         )
         assert {store.report(7, now=NOW).avg_satisfaction for _ in range(3)} == {float(half_up)}
+
     def test_duplicate_terminal_events(self, store: ConversationStore, build: Builder) -> None:
         """Two completed events count one completed conversation; duration uses the last."""
         build.conversation("c", messages=1, length=timedelta(seconds=10))

@@ -23,6 +23,7 @@ from opentelemetry.instrumentation.conversation import (
     current_conversation,
     semconv,
 )
+from opentelemetry.instrumentation.conversation import environment_variables as env
 from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer
 
 
@@ -138,7 +139,7 @@ class TestBaggage:
         """The id travels as W3C baggage; the key comes from the environment."""
         with conversation("c-b"):
             assert baggage.get_baggage(semconv.DEFAULT_BAGGAGE_KEY) == "c-b"
-        monkeypatch.setenv(semconv.ENV_BAGGAGE_KEY, "session_id")
+        monkeypatch.setenv(env.CONVERSATION_ANALYTICS_BAGGAGE_KEY, "session_id")
         with conversation("c-k"):
             assert baggage.get_baggage("session_id") == "c-k"
             assert baggage.get_baggage(semconv.DEFAULT_BAGGAGE_KEY) is None

@@ -35,6 +35,7 @@ from opentelemetry.exporter.conversation_analytics.exporter import ConversationA
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore
 from opentelemetry.instrumentation.conversation import ConversationEvent, semconv
+from opentelemetry.instrumentation.conversation import environment_variables as env
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
 NOW = T0 + timedelta(hours=1)
@@ -111,9 +112,9 @@ class TestFeedbackNames:
     ) -> None:
         """An argument wins, then the variable (comma-separated, empty means none)."""
         if environ is None:
-            monkeypatch.delenv(semconv.ENV_FEEDBACK_EVALUATIONS, raising=False)
+            monkeypatch.delenv(env.CONVERSATION_ANALYTICS_FEEDBACK_EVALUATIONS, raising=False)
         else:
-            monkeypatch.setenv(semconv.ENV_FEEDBACK_EVALUATIONS, environ)
+            monkeypatch.setenv(env.CONVERSATION_ANALYTICS_FEEDBACK_EVALUATIONS, environ)
         assert feedback_evaluations(argument) == expected
 
 

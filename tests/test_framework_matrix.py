@@ -30,7 +30,6 @@ from openai_stub import MODEL_SUFFIX, OpenAIStub
 from opentelemetry.exporter.conversation_analytics.collector.otlp import rows_from_traces
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore
-from opentelemetry.instrumentation.conversation import semconv
 from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer
 
 AGENTS_SCRIPT = Path(fa.__file__)
@@ -49,7 +48,7 @@ def _run(setup: str, stub: OpenAIStub, out: Path) -> Outcome:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERSATION_ANALYTICS_")}
     env.update(
         {
-            semconv.ENV_USER_ID_KEY: TEST_USER_ID_KEY.decode(),
+            env.CONVERSATION_ANALYTICS_USER_ID_KEY: TEST_USER_ID_KEY.decode(),
             "TRACELOOP_TELEMETRY": "false",
             "OPENAI_API_KEY": "",  # the Agents SDK's own trace export stays off
             **dict(fa.SETUPS[setup].env),

@@ -23,6 +23,7 @@ from opentelemetry.instrumentation.conversation import (
     conversation,
     semconv,
 )
+from opentelemetry.instrumentation.conversation import environment_variables as env
 from opentelemetry.instrumentation.conversation.rephrase import (
     EmbedderUnavailable,
     RephraseDetector,
@@ -424,9 +425,9 @@ class TestTracker:
 
     def test_env_var_turns_it_on(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """CONVERSATION_ANALYTICS_DETECT_REPHRASES=true builds the default detector."""
-        monkeypatch.setenv(semconv.ENV_DETECT_REPHRASES, "true")
+        monkeypatch.setenv(env.CONVERSATION_ANALYTICS_DETECT_REPHRASES, "true")
         assert isinstance(build_rephrase_detector(None), RephraseDetector)
-        monkeypatch.setenv(semconv.ENV_DETECT_REPHRASES, "false")
+        monkeypatch.setenv(env.CONVERSATION_ANALYTICS_DETECT_REPHRASES, "false")
         assert build_rephrase_detector(None) is None
 
     def test_off_by_default_and_not_imported(self) -> None:

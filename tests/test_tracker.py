@@ -20,6 +20,7 @@ from opentelemetry.instrumentation.conversation import (
     UserIdPseudonymizer,
     semconv,
 )
+from opentelemetry.instrumentation.conversation import environment_variables as env
 from opentelemetry.instrumentation.conversation.tracker import EVENT_SPAN_NAME
 
 KEY = b"tracker-test-key"
@@ -243,8 +244,8 @@ class TestUserIds:
     @pytest.mark.parametrize(("value", "hashed"), [("false", False), ("true", True), ("", True)])
     def test_env_opt_out(self, monkeypatch: pytest.MonkeyPatch, value: str, hashed: bool) -> None:
         """``CONVERSATION_ANALYTICS_PSEUDONYMIZE_USER_ID=false`` opts out; anything else hashes."""
-        monkeypatch.setenv(semconv.ENV_PSEUDONYMIZE, value)
-        monkeypatch.setenv(semconv.ENV_USER_ID_KEY, "env-key")
+        monkeypatch.setenv(env.CONVERSATION_ANALYTICS_PSEUDONYMIZE_USER_ID, value)
+        monkeypatch.setenv(env.CONVERSATION_ANALYTICS_USER_ID_KEY, "env-key")
         result = UserIdPseudonymizer()("bob")
         assert (result != "bob") is hashed
         if hashed:

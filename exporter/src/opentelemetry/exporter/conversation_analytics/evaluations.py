@@ -27,6 +27,7 @@ from opentelemetry.exporter.conversation_analytics.rows import (
     derived_event_id,
     row_from_attributes,
 )
+from opentelemetry.instrumentation.conversation import environment_variables as env
 from opentelemetry.instrumentation.conversation import semconv
 from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
 
@@ -52,9 +53,9 @@ def feedback_evaluations(names: str | Iterable[str] | None = None) -> frozenset[
     an iterable), else ``$CONVERSATION_ANALYTICS_FEEDBACK_EVALUATIONS``, else ``user_feedback``.
     An empty value means none."""
     if names is None:
-        names = os.environ.get(semconv.ENV_FEEDBACK_EVALUATIONS)
+        names = os.environ.get(env.CONVERSATION_ANALYTICS_FEEDBACK_EVALUATIONS)
         if names is None:
-            return frozenset(semconv.DEFAULT_FEEDBACK_EVALUATIONS)
+            return frozenset(env.DEFAULT_FEEDBACK_EVALUATIONS)
     if isinstance(names, str):
         names = names.split(",")
     return frozenset(name.strip() for name in names if name.strip())

@@ -7,7 +7,6 @@ Registered as the ``conversation_analytics`` traces exporter, so
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Final
@@ -16,7 +15,6 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client import CollectorRegistry, start_http_server
 
-from opentelemetry.exporter.conversation_analytics.collector.config import CollectorConfig
 from opentelemetry.exporter.conversation_analytics.collector.inference import (
     DEFAULT_IDLE_TIMEOUT,
     AbandonmentSweeper,
@@ -28,19 +26,19 @@ from opentelemetry.exporter.conversation_analytics.extract import rows_from_span
 from opentelemetry.exporter.conversation_analytics.metrics import ConversationMetrics
 from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline, Outcome
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store
-from opentelemetry.instrumentation.conversation.pseudonymize import env_flag
+from opentelemetry.instrumentation.conversation import environment_variables as env
 
 _logger = logging.getLogger(__name__)
 
-ENV_METRICS_PORT: Final = "CONVERSATION_ANALYTICS_METRICS_PORT"
-ENV_METRICS_HOST: Final = "CONVERSATION_ANALYTICS_METRICS_HOST"
-ENV_STORE_CONTENT: Final = "CONVERSATION_ANALYTICS_STORE_CONTENT"
+ENV_METRICS_PORT: Final = env.CONVERSATION_ANALYTICS_METRICS_PORT
+ENV_METRICS_HOST: Final = env.CONVERSATION_ANALYTICS_METRICS_HOST
+ENV_STORE_CONTENT: Final = env.CONVERSATION_ANALYTICS_STORE_CONTENT
 #: Run abandonment inference in a background thread of the exporting process (``true``/``false``).
-ENV_INFER_ABANDONMENT: Final = "CONVERSATION_ANALYTICS_INFER_ABANDONMENT"
+ENV_INFER_ABANDONMENT: Final = env.CONVERSATION_ANALYTICS_INFER_ABANDONMENT
 #: Seconds of silence after which inference calls a conversation abandoned: the collector's
 #: variable, so one setting serves both.
-ENV_IDLE_TIMEOUT: Final = CollectorConfig.env_name("idle_timeout")
-DEFAULT_METRICS_HOST: Final = "127.0.0.1"
+ENV_IDLE_TIMEOUT: Final = env.CONVERSATION_ANALYTICS_IDLE_TIMEOUT
+DEFAULT_METRICS_HOST: Final = env.DEFAULT_METRICS_HOST
 SOURCE: Final = "exporter"
 
 
@@ -84,16 +82,16 @@ class ConversationAnalyticsExporter(SpanExporter):
         self.pipeline = pipeline
         self.metrics = pipeline.metrics
         self._store_content = (
-            env_flag(ENV_STORE_CONTENT, False) if store_content is None else store_content
+            env.env_flag(ENV_STORE_CONTENT, False) if store_content is None else store_content
         )
         self._feedback_evaluations = _feedback_names(feedback_evaluations)
         self._shutdown = False
         self.metrics_port: int | None = None
         self._server = None
-        if metrics_port is None and os.environ.get(ENV_METRICS_PORT):
-            metrics_port = int(os.environ[ENV_METRICS_PORT])
+        if metrics_port is None and env.env_str(ENV_METRICS_PORT):
+            metrics_port = int(env.env_str(ENV_METRICS_PORT))
         if metrics_port is not None:
-            host = metrics_host or os.environ.get(ENV_METRICS_HOST) or DEFAULT_METRICS_HOST
+            host = metrics_host or env.env_str(ENV_METRICS_HOST, DEFAULT_METRICS_HOST)
             server, _thread = start_http_server(
                 metrics_port, addr=host, registry=self.metrics.registry
             )
@@ -101,7 +99,7 @@ class ConversationAnalyticsExporter(SpanExporter):
             self.metrics_port = int(server.server_address[1])
         self._sweeper = None
         if (
-            env_flag(ENV_INFER_ABANDONMENT, False)
+            env.env_flag(ENV_INFER_ABANDONMENT, False)
             if infer_abandonment is None
             else infer_abandonment
         ):
@@ -110,7 +108,7 @@ class ConversationAnalyticsExporter(SpanExporter):
     def _start_inference(self, idle_timeout: float | None) -> AbandonmentSweeper:
         """Abandonment inference in a thread of its own, never on the export path."""
         if idle_timeout is None:
-            raw = os.environ.get(ENV_IDLE_TIMEOUT)
+            raw = env.env_str(ENV_IDLE_TIMEOUT)
             try:
                 idle_timeout = float(raw) if raw else DEFAULT_IDLE_TIMEOUT.total_seconds()
             except ValueError:

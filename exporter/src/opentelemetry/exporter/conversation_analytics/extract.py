@@ -27,6 +27,7 @@ from opentelemetry.exporter.conversation_analytics.rows import (
     RejectedEvent,
     row_from_attributes,
 )
+from opentelemetry.instrumentation.conversation import environment_variables as env
 from opentelemetry.instrumentation.conversation import semconv
 from opentelemetry.instrumentation.conversation.genai import ROLE_ATTRIBUTES, plain_attributes
 
@@ -39,7 +40,7 @@ class Extracted:
     rejected: Counter[str] = field(default_factory=Counter)
     rejected_items: int = 0
     #: Evaluation names that count as user feedback (see :mod:`.evaluations`).
-    feedback_evaluations: frozenset[str] = frozenset(semconv.DEFAULT_FEEDBACK_EVALUATIONS)
+    feedback_evaluations: frozenset[str] = frozenset(env.DEFAULT_FEEDBACK_EVALUATIONS)
     #: Recently seen traces, for evaluations that name neither conversation nor span context.
     traces: TraceConversations | None = None
 

@@ -7,15 +7,16 @@ label keeps at most ``max_label_values`` distinct values; later ones fold into `
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
-ENV_MAX_LABEL_VALUES: Final = "CONVERSATION_ANALYTICS_MAX_LABEL_VALUES"
-DEFAULT_MAX_LABEL_VALUES: Final = 50
+from opentelemetry.instrumentation.conversation import environment_variables as env
+
+ENV_MAX_LABEL_VALUES: Final = env.CONVERSATION_ANALYTICS_MAX_LABEL_VALUES
+DEFAULT_MAX_LABEL_VALUES: Final = env.DEFAULT_MAX_LABEL_VALUES
 OTHER: Final = "other"
 UNKNOWN: Final = "unknown"
 
@@ -58,7 +59,7 @@ class LabelLimiter:
 
     def __init__(self, max_values: int | None = None) -> None:
         if max_values is None:
-            raw = os.environ.get(ENV_MAX_LABEL_VALUES)
+            raw = env.env_str(ENV_MAX_LABEL_VALUES)
             max_values = int(raw) if raw else DEFAULT_MAX_LABEL_VALUES
         if max_values < 1:
             raise ValueError("max_label_values must be at least 1")

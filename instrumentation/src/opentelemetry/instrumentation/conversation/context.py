@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from typing import Any, Final, TypeVar
 
 from opentelemetry import baggage
 from opentelemetry import context as otel_context
+from opentelemetry.instrumentation.conversation import environment_variables as env
 from opentelemetry.instrumentation.conversation import semconv
 from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
 
@@ -39,7 +39,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 def baggage_key() -> str:
     """The baggage key carrying the conversation id (``CONVERSATION_ANALYTICS_BAGGAGE_KEY``)."""
-    return os.environ.get(semconv.ENV_BAGGAGE_KEY) or semconv.DEFAULT_BAGGAGE_KEY
+    return env.env_str(env.CONVERSATION_ANALYTICS_BAGGAGE_KEY, semconv.DEFAULT_BAGGAGE_KEY)
 
 
 def _valid_id(value: object) -> str | None:

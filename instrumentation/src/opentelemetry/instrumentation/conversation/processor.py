@@ -21,7 +21,6 @@ is present (the instrumentor checks); never raises into the agent.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -33,6 +32,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanContext, StatusCode, TracerProvider
 
 from opentelemetry import context as otel_context
+from opentelemetry.instrumentation.conversation import environment_variables as env
 from opentelemetry.instrumentation.conversation import genai, semconv
 from opentelemetry.instrumentation.conversation.context import (
     agents_seen,
@@ -112,7 +112,7 @@ class ConversationSpanProcessor(SpanProcessor):
         self._rephrases = rephrase_detector
         #: The agent for spans that name none (as the tracker's ``agent_name``), so explicit
         #: and derived events of one conversation share an agent.
-        self._agent_name = agent_name or os.environ.get(semconv.ENV_AGENT_NAME) or None
+        self._agent_name = agent_name or env.env_str(env.CONVERSATION_ANALYTICS_AGENT_NAME) or None
         self._baggage_key = baggage_key()  # read once, as SDK components read their env
         self._pseudonymize = UserIdPseudonymizer(user_id_key, pseudonymize_user_ids)
         self._derived = DerivedSpans(tracer_provider)

@@ -5,24 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 
-from opentelemetry.instrumentation.conversation import semconv
+from opentelemetry.instrumentation.conversation import environment_variables as env
 
 _logger = logging.getLogger(__name__)
 
 #: Used only when no key is configured: ids stay stable across processes but are not secret.
 DEFAULT_KEY = b"conversation-analytics-default-user-id-key"
 _CACHE_LIMIT = 4096
-_FALSE = frozenset({"0", "false", "no", "off"})
-
-
-def env_flag(name: str, default: bool) -> bool:
-    """Read a boolean environment variable (``true``/``false``, ``1``/``0``, ``yes``/``no``)."""
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    return raw.strip().lower() not in _FALSE
 
 
 _warned = False
@@ -34,7 +24,7 @@ def _warn_default_key() -> None:
     _logger.warning(
         "%s is not set: user ids are hashed with a public default key; "
         "set a secret key to make them unlinkable",
-        semconv.ENV_USER_ID_KEY,
+        env.CONVERSATION_ANALYTICS_USER_ID_KEY,
     )
 
 
@@ -45,9 +35,9 @@ class UserIdPseudonymizer:
 
     def __init__(self, key: str | bytes | None = None, enabled: bool | None = None) -> None:
         if enabled is None:
-            enabled = env_flag(semconv.ENV_PSEUDONYMIZE, True)
+            enabled = env.env_flag(env.CONVERSATION_ANALYTICS_PSEUDONYMIZE_USER_ID, True)
         if key is None:
-            key = os.environ.get(semconv.ENV_USER_ID_KEY) or None
+            key = env.env_str(env.CONVERSATION_ANALYTICS_USER_ID_KEY) or None
             if key is None and enabled and not _warned:
                 _warn_default_key()
         self._key = (key.encode() if isinstance(key, str) else key) or DEFAULT_KEY

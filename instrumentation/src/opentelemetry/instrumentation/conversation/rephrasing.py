@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from opentelemetry.instrumentation.conversation import semconv
-from opentelemetry.instrumentation.conversation.pseudonymize import env_flag
+from opentelemetry.instrumentation.conversation import environment_variables as env
 
 if TYPE_CHECKING:
     from opentelemetry.instrumentation.conversation.rephrase import RephraseDetector
@@ -20,7 +19,7 @@ def build_rephrase_detector(enabled: bool | None) -> RephraseDetector | None:
     """The default detector when ``enabled`` (``None``: the environment variable) and its
     dependencies are installed; ``None`` otherwise, with one warning saying why."""
     if enabled is None:
-        enabled = env_flag(semconv.ENV_DETECT_REPHRASES, False)
+        enabled = env.env_flag(env.CONVERSATION_ANALYTICS_DETECT_REPHRASES, False)
     if not enabled:
         return None
     try:

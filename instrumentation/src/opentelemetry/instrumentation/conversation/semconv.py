@@ -93,9 +93,6 @@ EVALUATION_SCORE_LABEL: Final = "gen_ai.evaluation.score.label"
 EVALUATION_EXPLANATION: Final = "gen_ai.evaluation.explanation"
 #: The stored ``event_type`` of an evaluation row (not one of the eight lifecycle events).
 EVALUATION_EVENT_TYPE: Final = "evaluation"
-#: Evaluations whose name is listed here (comma-separated) count as explicit user feedback.
-ENV_FEEDBACK_EVALUATIONS: Final = "CONVERSATION_ANALYTICS_FEEDBACK_EVALUATIONS"
-DEFAULT_FEEDBACK_EVALUATIONS: Final = ("user_feedback",)
 
 # Any other caller metadata travels as ``conversation.metadata.<key>`` string attributes.
 METADATA_PREFIX: Final = "conversation.metadata."
@@ -194,13 +191,6 @@ CONTRACT_ATTRIBUTES: Final = frozenset(
     }
 )
 
-# Environment variables read by the tracker.
-ENV_USER_ID_KEY: Final = "CONVERSATION_ANALYTICS_USER_ID_KEY"
-ENV_PSEUDONYMIZE: Final = "CONVERSATION_ANALYTICS_PSEUDONYMIZE_USER_ID"
-ENV_AGENT_NAME: Final = "CONVERSATION_ANALYTICS_AGENT_NAME"
-ENV_CAPTURE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
-#: Score each user message against the previous one in the agent (``true``/``false``).
-ENV_DETECT_REPHRASES: Final = "CONVERSATION_ANALYTICS_DETECT_REPHRASES"
 
 # Auto-instrumentation.
 #: Stamped by the conversation span processor on every span it tracked: that span's turns are
@@ -214,4 +204,3 @@ DERIVED_SPAN_NAME: Final = "conversation.turn"
 
 #: W3C baggage key carrying the conversation id across services (configurable).
 DEFAULT_BAGGAGE_KEY: Final = CONVERSATION_ID
-ENV_BAGGAGE_KEY: Final = "CONVERSATION_ANALYTICS_BAGGAGE_KEY"

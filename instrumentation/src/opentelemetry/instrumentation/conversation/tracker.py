@@ -19,13 +19,14 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.instrumentation.conversation import environment_variables as env
 from opentelemetry.instrumentation.conversation import semconv
 from opentelemetry.instrumentation.conversation.context import (
     ConversationScope,
     agents_seen,
     current_conversation,
 )
-from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer, env_flag
+from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer
 from opentelemetry.instrumentation.conversation.rephrasing import build_rephrase_detector
 from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
 from opentelemetry.instrumentation.conversation.version import __version__
@@ -206,10 +207,12 @@ class ConversationTracker:
         )
         self._pseudonymize = UserIdPseudonymizer(user_id_key, pseudonymize_user_ids)
         if capture_content is None:
-            capture_content = env_flag(semconv.ENV_CAPTURE_CONTENT, False)
+            capture_content = env.env_flag(
+                env.OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, False
+            )
         self._capture_content = capture_content
         common: dict[str, str] = {}
-        agent_name = agent_name or os.environ.get(semconv.ENV_AGENT_NAME)
+        agent_name = agent_name or env.env_str(env.CONVERSATION_ANALYTICS_AGENT_NAME)
         for name, value in (
             (semconv.AGENT_NAME, agent_name),
             (semconv.AGENT_VERSION, agent_version),

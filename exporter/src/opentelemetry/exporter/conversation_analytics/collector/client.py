@@ -21,9 +21,10 @@ from opentelemetry.exporter.conversation_analytics.store import (
     UnknownConversation,
     resolve_store_url,
 )
+from opentelemetry.instrumentation.conversation import environment_variables as env
 
-ENV_COLLECTOR_URL: Final = "CONVERSATION_ANALYTICS_COLLECTOR_URL"
-ENV_AUTH_TOKEN: Final = "CONVERSATION_ANALYTICS_AUTH_TOKEN"  # noqa: S105 - a variable name
+ENV_COLLECTOR_URL: Final = env.CONVERSATION_ANALYTICS_COLLECTOR_URL
+ENV_AUTH_TOKEN: Final = env.CONVERSATION_ANALYTICS_AUTH_TOKEN
 
 
 def _alive(pid: int) -> bool:
@@ -90,7 +91,7 @@ class CollectorClient:
 
     def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self.token = token if token is not None else os.environ.get(ENV_AUTH_TOKEN, "")
+        self.token = token if token is not None else env.env_str(ENV_AUTH_TOKEN)
         self.timeout = timeout
 
     def _get(self, path: str, **query: Any) -> Any:

@@ -11,15 +11,10 @@ from opentelemetry.exporter.conversation_analytics.store.url import (
     DEFAULT_STORE_URL,
     resolve_store_url,
 )
-from opentelemetry.instrumentation.conversation.semconv import DEFAULT_FEEDBACK_EVALUATIONS
+from opentelemetry.instrumentation.conversation import environment_variables as env
 
-ENV_PREFIX: Final = "CONVERSATION_ANALYTICS_"
 DEFAULT_MAX_REQUEST_BYTES: Final = 20 * 1024 * 1024
 DEFAULT_SPOOL_MAX_BYTES: Final = 256 * 1024 * 1024
-
-
-def _parse_bool(text: str) -> bool:
-    return text.strip().lower() in ("1", "true", "yes", "on")
 
 
 @dataclass
@@ -30,13 +25,15 @@ class CollectorConfig:
     here but means something (the default store, "none").
     """
 
-    store: str = field(default="", metadata={"env": "STORE", "default_text": DEFAULT_STORE_URL})
+    store: str = field(default="", metadata={"default_text": DEFAULT_STORE_URL})
     grpc_endpoint: str = field(default="127.0.0.1:4317", metadata={"help": "'' disables"})
     http_endpoint: str = field(default="127.0.0.1:4318", metadata={"help": "'' disables"})
     metrics_endpoint: str = field(
         default="127.0.0.1:9464", metadata={"help": "/metrics, /healthz, /readyz, /api/v1"}
     )
-    idle_timeout: float = field(default=1800.0, metadata={"help": "seconds"})
+    idle_timeout: float = field(
+        default=env.DEFAULT_IDLE_TIMEOUT_SECONDS, metadata={"help": "seconds"}
+    )
     inference_lookback: float = field(default=2 * 86_400.0, metadata={"help": "seconds"})
     auth_token: str = field(
         default="",
@@ -55,7 +52,7 @@ class CollectorConfig:
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
     store_content: bool = False
     feedback_evaluations: str = field(
-        default=",".join(DEFAULT_FEEDBACK_EVALUATIONS),
+        default=",".join(env.DEFAULT_FEEDBACK_EVALUATIONS),
         metadata={"help": "evaluation names counted as user feedback (comma-separated)"},
     )
     cors_origins: str = field(
@@ -84,10 +81,8 @@ class CollectorConfig:
 
     @staticmethod
     def env_name(name: str) -> str:
-        for item in fields(CollectorConfig):
-            if item.name == name:
-                return ENV_PREFIX + str(item.metadata.get("env", name.upper()))
-        raise KeyError(name)
+        """The variable of the field ``name``, as :mod:`environment_variables` defines it."""
+        return env.variable(name)
 
     @classmethod
     def load(
@@ -107,7 +102,7 @@ class CollectorConfig:
             kind = item.type if isinstance(item.type, str) else item.type.__name__
             try:
                 if kind == "bool":
-                    values[item.name] = _parse_bool(raw)
+                    values[item.name] = env.parse_bool(raw)
                 elif kind == "int":
                     values[item.name] = int(raw)
                 elif kind == "float":
@@ -115,7 +110,10 @@ class CollectorConfig:
                 else:
                     values[item.name] = raw
             except ValueError:
-                raise ValueError(f"{cls.env_name(item.name)} must be a {kind}") from None
+                accepted = env.BOOLEAN_VALUES if kind == "bool" else f"a {kind}"
+                raise ValueError(
+                    f"{cls.env_name(item.name)} must be {accepted}, got {raw!r:.40}"
+                ) from None
         return cls(**values)
 
 

@@ -25,11 +25,12 @@ from opentelemetry.exporter.conversation_analytics.store.base import (
     ConversationStore,
     format_time,
 )
+from opentelemetry.instrumentation.conversation import environment_variables as env
 from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
 
 _logger = logging.getLogger(__name__)
 
-DEFAULT_IDLE_TIMEOUT: Final = timedelta(minutes=30)
+DEFAULT_IDLE_TIMEOUT: Final = timedelta(seconds=env.DEFAULT_IDLE_TIMEOUT_SECONDS)
 DEFAULT_LOOKBACK: Final = timedelta(days=2)
 SOURCE: Final = "inference"
 SERVICE: Final = "conversation-analytics-collector"

@@ -8,11 +8,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from opentelemetry.exporter.conversation_analytics.store.base import ConversationStore, NoStore
 from opentelemetry.exporter.conversation_analytics.store.sql import Schema
+from opentelemetry.instrumentation.conversation import environment_variables as env
 
-ENV_STORE: Final = "CONVERSATION_ANALYTICS_STORE"
-ENV_TTL_DAYS: Final = "CONVERSATION_ANALYTICS_TTL_DAYS"
-DEFAULT_DIRECTORY: Final = ".conversation-analytics"
-DEFAULT_STORE_URL: Final = f"chdb://{DEFAULT_DIRECTORY}"
+ENV_STORE: Final = env.CONVERSATION_ANALYTICS_STORE
+ENV_TTL_DAYS: Final = env.CONVERSATION_ANALYTICS_TTL_DAYS
+DEFAULT_STORE_URL: Final = env.DEFAULT_STORE_URL
+DEFAULT_DIRECTORY: Final = DEFAULT_STORE_URL.removeprefix("chdb://")
 _DEFAULT_PORTS: Final = {"clickhouse": 8123, "clickhouses": 8443}
 #: The subdirectory chDB (like a ClickHouse server) keeps its databases' definitions in: a
 #: directory without it has never been a store.
@@ -22,7 +23,7 @@ _CREATE_HINT: Final = f"demo, import or the collector create one; check --store 
 
 def resolve_store_url(url: str | None = None) -> str:
     """The argument, else ``$CONVERSATION_ANALYTICS_STORE``, else the embedded default."""
-    return url or os.environ.get(ENV_STORE) or DEFAULT_STORE_URL
+    return url or env.env_str(ENV_STORE, DEFAULT_STORE_URL)
 
 
 def _int_option(value: str | None, name: str) -> int:
