@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client import CollectorRegistry, start_http_server
 
+from opentelemetry.exporter.conversation_analytics import multiprocess
 from opentelemetry.exporter.conversation_analytics.collector.inference import (
     DEFAULT_IDLE_TIMEOUT,
     AbandonmentSweeper,
@@ -28,6 +29,9 @@ from opentelemetry.exporter.conversation_analytics.pipeline import ConversationP
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store
 from opentelemetry.instrumentation.conversation import environment_variables as env
 
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
 _logger = logging.getLogger(__name__)
 
 ENV_METRICS_PORT: Final = env.CONVERSATION_ANALYTICS_METRICS_PORT
@@ -40,6 +44,8 @@ ENV_INFER_ABANDONMENT: Final = env.CONVERSATION_ANALYTICS_INFER_ABANDONMENT
 ENV_IDLE_TIMEOUT: Final = env.CONVERSATION_ANALYTICS_IDLE_TIMEOUT
 DEFAULT_METRICS_HOST: Final = env.DEFAULT_METRICS_HOST
 SOURCE: Final = "exporter"
+_said_multiprocess = False
+_said_port_taken = False
 
 
 class ConversationAnalyticsExporter(SpanExporter):
@@ -87,16 +93,12 @@ class ConversationAnalyticsExporter(SpanExporter):
         self._feedback_evaluations = _feedback_names(feedback_evaluations)
         self._shutdown = False
         self.metrics_port: int | None = None
-        self._server = None
+        self._server: WSGIServer | None = None
         if metrics_port is None and env.env_str(ENV_METRICS_PORT):
             metrics_port = int(env.env_str(ENV_METRICS_PORT))
         if metrics_port is not None:
             host = metrics_host or env.env_str(ENV_METRICS_HOST, DEFAULT_METRICS_HOST)
-            server, _thread = start_http_server(
-                metrics_port, addr=host, registry=self.metrics.registry
-            )
-            self._server = server
-            self.metrics_port = int(server.server_address[1])
+            self._serve_metrics(host, metrics_port)
         self._sweeper = None
         if (
             env.env_flag(ENV_INFER_ABANDONMENT, False)
@@ -104,6 +106,37 @@ class ConversationAnalyticsExporter(SpanExporter):
             else infer_abandonment
         ):
             self._sweeper = self._start_inference(idle_timeout)
+
+    def _serve_metrics(self, host: str, port: int) -> None:
+        """Serve ``/metrics``, unless a multiprocess collector does; a port taken is said once
+        and never breaks the application (another worker of a pre-fork server has it)."""
+        global _said_multiprocess, _said_port_taken  # noqa: PLW0603 - once per process
+        if multiprocess.enabled():
+            if not _said_multiprocess:
+                _said_multiprocess = True
+                _logger.info(
+                    "%s is set: series go to the multiprocess directory; serve them from the "
+                    "server's master with multiprocess.start_metrics_server",
+                    env.PROMETHEUS_MULTIPROC_DIR,
+                )
+            return
+        try:
+            server, _thread = start_http_server(port, addr=host, registry=self.metrics.registry)
+        except OSError as error:
+            if not _said_port_taken:
+                _said_port_taken = True
+                _logger.warning(
+                    "cannot serve /metrics on %s:%d (%s); the agent goes on without it. Under a "
+                    "pre-fork server (gunicorn, uvicorn --workers) set %s so that one server "
+                    "sums every worker (see the README)",
+                    host,
+                    port,
+                    error.strerror or error,
+                    env.PROMETHEUS_MULTIPROC_DIR,
+                )
+            return
+        self._server = server
+        self.metrics_port = int(server.server_address[1])
 
     def _start_inference(self, idle_timeout: float | None) -> AbandonmentSweeper:
         """Abandonment inference in a thread of its own, never on the export path."""

@@ -168,7 +168,10 @@ class ConversationMetrics:
         )
         self.write_errors = Counter(WRITE_ERRORS, "Failed batch writes to the store", registry=r)
         self.queue_depth = Gauge(
-            QUEUE_DEPTH, "Events accepted but not yet written (memory buffer and spool)", registry=r
+            QUEUE_DEPTH,
+            "Events accepted but not yet written (memory buffer and spool)",
+            registry=r,
+            multiprocess_mode="livesum",  # pre-fork workers: the sum over live workers
         )
         self.batch_write_seconds = Histogram(
             BATCH_WRITE_SECONDS,

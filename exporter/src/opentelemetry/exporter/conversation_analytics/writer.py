@@ -16,11 +16,21 @@ from typing import Final
 
 from opentelemetry.exporter.conversation_analytics.metrics import ConversationMetrics
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
-from opentelemetry.exporter.conversation_analytics.store.base import ConversationStore
+from opentelemetry.exporter.conversation_analytics.store.base import (
+    ConversationStore,
+    StoreInUse,
+)
 
 _logger = logging.getLogger(__name__)
 
 DROP_STORE_REJECTED: Final = "store_rejected"
+#: Said once per writer when another process holds the embedded store.
+IN_USE_HINT: Final = (
+    "%s. Under a pre-fork server (gunicorn, uvicorn --workers) only one worker can write an "
+    "embedded store: send OTLP to the collector service (conversation-analytics collector) or "
+    "point the store at a ClickHouse server (clickhouse://...). Until the store is free, this "
+    "process keeps its events in its bounded memory buffer"
+)
 StoreProvider = Callable[[], ConversationStore]
 Jitter = Callable[[], float]
 
@@ -68,6 +78,7 @@ class StoreWriter:
         self.jitter = jitter
         self._down_until = 0.0
         self._opening = threading.Lock()
+        self._said_in_use = False
 
     @property
     def store(self) -> ConversationStore:
@@ -102,6 +113,11 @@ class StoreWriter:
             error = self._attempt(batch)
             if error is None:
                 return True
+            if isinstance(error, StoreInUse):  # not transient: retrying only repeats it
+                if not self._said_in_use:
+                    self._said_in_use = True
+                    _logger.warning(IN_USE_HINT, error)
+                break
             _logger.warning(
                 "store write of %d events failed (attempt %d/%d): %s",
                 len(batch),

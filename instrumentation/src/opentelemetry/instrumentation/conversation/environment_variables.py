@@ -59,6 +59,9 @@ OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: Final = (
     "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 )
 
+#: client_python's switch for multiprocess mode (pre-fork servers): read, never defined, by us.
+PROMETHEUS_MULTIPROC_DIR: Final = "PROMETHEUS_MULTIPROC_DIR"
+
 DEFAULT_STORE_URL: Final = "chdb://.conversation-analytics"
 DEFAULT_FEEDBACK_EVALUATIONS: Final = ("user_feedback",)
 DEFAULT_IDLE_TIMEOUT_SECONDS: Final = 1800.0

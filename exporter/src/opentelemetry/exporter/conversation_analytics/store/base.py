@@ -29,6 +29,10 @@ class StoreError(RuntimeError):
     """The store could not complete an operation (unreachable, rejected a write, ...)."""
 
 
+class StoreInUse(StoreError):
+    """Another process owns the embedded store's directory (chDB allows one)."""
+
+
 class NoStore(StoreError):
     """A read named a store nobody has written: an error, so that a mistyped ``--store`` is not
     answered with an empty report (and a new, empty store left behind)."""

@@ -19,6 +19,7 @@ from opentelemetry.exporter.conversation_analytics.store.base import (
     ConversationStore,
     Params,
     StoreError,
+    StoreInUse,
     insert_token,
 )
 from opentelemetry.exporter.conversation_analytics.store.sql import EVENT_COLUMN_NAMES, Schema
@@ -26,10 +27,6 @@ from opentelemetry.exporter.conversation_analytics.store.sql import EVENT_COLUMN
 #: The file chDB's embedded server holds an exclusive ``flock`` on while it owns a directory
 #: (removed on close).
 _STATUS_FILE: Final = "status"
-
-
-class StoreInUse(StoreError):
-    """Another process owns the embedded store's directory (chDB allows one)."""
 
 
 def _check_not_in_use(path: str) -> None:
