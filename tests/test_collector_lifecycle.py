@@ -124,26 +124,32 @@ class Cycle:
         if self.moment in ("sent", "busy"):
             self.send(f"c{self.number}-first")
         busy = threading.Event()
+        streamed = threading.Event()
         workers = []
         if self.moment == "busy":
             for kind in ("probe", "export"):
-                worker = threading.Thread(target=self._hammer, args=(kind, busy), daemon=True)
+                worker = threading.Thread(
+                    target=self._hammer, args=(kind, busy, streamed), daemon=True
+                )
                 worker.start()
                 workers.append(worker)
-            time.sleep(0.1 * (self.number % 5))  # varied moments into the stream
+            # Varied moments into the stream: after 0 to 4 exports of this cycle's stream.
+            assert streamed.wait(TIMEOUT), self.log.read_text(errors="replace")
         self.process.send_signal(signal.SIGTERM)
         busy.set()
         for worker in workers:
             worker.join(TIMEOUT)
 
-    def _hammer(self, kind: str, stop: threading.Event) -> None:
+    def _hammer(self, kind: str, stop: threading.Event, streamed: threading.Event) -> None:
         sent = 0
         while not stop.is_set():
             if kind == "probe":
                 _status(self.ports["metrics"], "GET", "/readyz")
-            else:
-                sent += 1
-                self.send(f"c{self.number}-stream-{sent}")
+                continue
+            if sent >= self.number % 5:
+                streamed.set()
+            sent += 1
+            self.send(f"c{self.number}-stream-{sent}")
 
     def wait(self) -> int:
         try:

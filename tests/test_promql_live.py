@@ -376,6 +376,12 @@ def _parse_time(text: str | None) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
+def _scrapes(prometheus: PrometheusServer) -> float:
+    """Scrapes so far of the least-scraped target (``up`` has one sample per scrape)."""
+    result = prometheus.query("min(count_over_time(up[1h]))")
+    return float(result[0]["value"][1]) if result else 0.0
+
+
 @pytest.fixture(scope="module")
 def scraped(prometheus: PrometheusServer, collector: CollectorProcess) -> PrometheusServer:
     """Prometheus once two waves of conversations are scraped and every rule evaluated on them.
@@ -395,7 +401,12 @@ def scraped(prometheus: PrometheusServer, collector: CollectorProcess) -> Promet
                 TIMEOUT,
                 f"wave {wave} in Prometheus",
             )
-            time.sleep(2.0)  # two more scrapes of the same values
+            scrapes = _scrapes(prometheus)  # then two more scrapes of the same values
+            wait_until(
+                lambda scrapes=scrapes: _scrapes(prometheus) >= scrapes + 2,
+                TIMEOUT,
+                "two more scrapes",
+            )
     finally:
         provider.shutdown()
     inferred = 'agent_conversations_abandoned_total{inferred="true"}'
