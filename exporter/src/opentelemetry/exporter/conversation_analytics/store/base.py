@@ -12,15 +12,18 @@ from typing import Any, Final
 from opentelemetry.exporter.conversation_analytics.analytics import (
     DEFAULT_DAYS,
     AgentReport,
+    Comparison,
     ConversationDetail,
     DropOff,
     Report,
+    compare_groups,
     satisfaction,
     summarize,
     summarize_evaluations,
+    survival_curve,
 )
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
-from opentelemetry.exporter.conversation_analytics.store.sql import Schema
+from opentelemetry.exporter.conversation_analytics.store.sql import COMPARE_DIMENSIONS, Schema
 
 Params = Mapping[str, Any]
 
@@ -69,6 +72,17 @@ def parse_days(text: str, name: str = "days") -> int:
         # Too many digits to be in range, and int() refuses past 4,300 digits anyway.
         raise ValueError(f"{name} must be between 1 and {MAX_DAYS}, got {stripped:.40}")
     return check_days(int(stripped), name)
+
+
+def check_dimension(value: object, name: str = "by") -> str:
+    """``value`` if ``compare`` can group by it; else a ``ValueError`` naming ``name`` (``--by``
+    on the command line, ``by`` in the API) and listing the accepted values."""
+    if isinstance(value, str) and value in COMPARE_DIMENSIONS:
+        return value
+    accepted = ", ".join(COMPARE_DIMENSIONS)
+    if value is None or value == "":
+        raise ValueError(f"{name} is required: one of {accepted}")
+    raise ValueError(f"{name} must be one of {accepted}; got {value!r:.40}")
 
 
 def insert_token(rows: Sequence[EventRow]) -> str:
@@ -170,14 +184,66 @@ class ConversationStore(abc.ABC):
             DropOff(turn=None if r["turn"] is None else int(r["turn"]), count=int(r["count"]))
             for r in self.select(self.schema.drop_off(), params)
         ]
-        agents = [
-            AgentReport(agent=str(row["agent"]), **summarize(row))
-            for row in rows
+        curves = self._survival("agent", params)
+        agents = []
+        for row in rows:
+            if not _truthy(row["is_total"]):
+                survival, reached = curves.get(str(row["agent"]), ([], []))
+                agents.append(
+                    AgentReport(
+                        agent=str(row["agent"]),
+                        survival=survival,
+                        reached_turn=reached,
+                        **summarize(row),
+                    )
+                )
+        evaluations = summarize_evaluations(self.select(self.schema.evaluations(), params))
+        survival, reached = curves.get(None, ([], []))
+        return Report(
+            drop_off=drop_off,
+            days=days,
+            agents=agents,
+            evaluations=evaluations,
+            survival=survival,
+            reached_turn=reached,
+            **overall,
+        )
+
+    def _survival(self, dimension: str, params: Params) -> dict[str | None, Any]:
+        """Survival curve and funnel per value of ``dimension``, and overall (key ``None``)."""
+        counts: dict[str | None, list[tuple[int, bool, int]]] = {}
+        for row in self.select(self.schema.survival_durations(dimension), params):
+            key = None if _truthy(row["is_total"]) else str(row["value"])
+            counts.setdefault(key, []).append(
+                (int(row["turn"]), _truthy(row["abandoned"]), int(row["conversations"]))
+            )
+        return {key: survival_curve(durations) for key, durations in counts.items()}
+
+    def compare(
+        self,
+        by: str,
+        days: int = DEFAULT_DAYS,
+        *,
+        baseline: str | None = None,
+        agent: str = "",
+        now: datetime | None = None,
+    ) -> Comparison:
+        """Groups of conversations by ``by`` (a :data:`COMPARE_DIMENSIONS` value) side by
+        side, each with intervals, its survival curve and a test against ``baseline``."""
+        check_dimension(by)
+        params = self.window_params(days, now, agent)
+        durations = [
+            row
+            for row in self.select(self.schema.survival_durations(by), params)
             if not _truthy(row["is_total"])
         ]
-        evaluations = summarize_evaluations(self.select(self.schema.evaluations(), params))
-        return Report(
-            drop_off=drop_off, days=days, agents=agents, evaluations=evaluations, **overall
+        return compare_groups(
+            by,
+            days,
+            self.select(self.schema.compare(by), params),
+            durations,
+            baseline=baseline,
+            agent=agent,
         )
 
     def conversation(self, conversation_id: str) -> ConversationDetail:

@@ -209,6 +209,26 @@ SATISFACTION_EXPR: Final = f"""if(({_SATISFACTION_SIGNALS}) = 0, 0.5,
     / ({_SATISFACTION_SIGNALS}))"""
 
 
+#: What ``compare --by`` accepts: each a column of :meth:`Schema.conversations_in_window`
+#: (``agent``: the agent of a conversation's first event in the window; the others: the
+#: rollup's value from the conversation's events).
+COMPARE_DIMENSIONS: Final = (
+    "agent",
+    "prompt_version",
+    "agent_version",
+    "request_model",
+    "response_model",
+    "channel",
+)
+
+
+def _dimension(name: str) -> str:
+    """``name`` if it is a :data:`COMPARE_DIMENSIONS` column (the only ones formatted in)."""
+    if name not in COMPARE_DIMENSIONS:
+        raise ValueError(f"not a compare dimension: {name!r:.80}")
+    return name
+
+
 def check_identifier(name: str) -> str:
     """Return ``name`` if it is a plain SQL identifier, else raise ``ValueError``."""
     if not _IDENTIFIER.match(name):
@@ -436,6 +456,60 @@ WHERE NOT a.abandon_inferred OR l.last_activity IS NULL OR a.timestamp >= l.last
 GROUP BY turn
 ORDER BY count DESC, turn ASC
 LIMIT 10"""
+
+    def compare(self, dimension: str) -> str:
+        """Exact counts per value of ``dimension`` (one of :data:`COMPARE_DIMENSIONS`), largest
+        group first: outcomes, user messages, and the sum and sum of squares of satisfaction
+        (for its mean and interval). Parameters those of :meth:`conversations_in_window`."""
+        column = _dimension(dimension)
+        return f"""SELECT {column} AS value,
+    count() AS conversations,
+    countIf(was_completed = 1) AS completed,
+    countIf(was_abandoned = 1) AS abandoned,
+    countIf(had_handoff = 1) AS handoffs,
+    sum(user_messages) AS messages_total,
+    sum(satisfaction) AS satisfaction_sum,
+    sum(satisfaction * satisfaction) AS satisfaction_squares
+FROM (SELECT *, {SATISFACTION_EXPR} AS satisfaction FROM ({self.conversations_in_window()}))
+GROUP BY value
+ORDER BY conversations DESC, value"""
+
+    def survival_durations(self, dimension: str) -> str:
+        """Conversations counted by (value of ``dimension``, duration in user turns, abandoned),
+        and overall (``is_total``), for the Kaplan-Meier curve.
+
+        The duration is ``abandoned_at_turn`` of the abandonment that stands (an explicit one
+        before an inferred one, then the latest) when abandoned, else the count of user
+        messages: completed, handed-off and open conversations are censored there.
+        Conversations without a user message are left out. Parameters those of
+        :meth:`conversations_in_window`.
+        """
+        column = _dimension(dimension)
+        abandoned = _is(_E.ABANDONED)
+        return f"""SELECT value, grouping(value) = 1 AS is_total, turn, abandoned,
+    count() AS conversations
+FROM (
+    SELECT c.{column} AS value,
+        toInt64(if(c.was_abandoned = 1 AND a.abandoned_turn >= 1,
+                   a.abandoned_turn, c.user_messages)) AS turn,
+        c.was_abandoned AS abandoned
+    FROM ({self.conversations_in_window()}) AS c
+    LEFT JOIN (
+        SELECT conversation_id,
+            argMax(abandoned_at_turn, (NOT abandon_inferred, timestamp)) AS abandoned_turn
+        FROM (
+            SELECT event_id, conversation_id, abandoned_at_turn, abandon_inferred, timestamp
+            FROM {self.events}
+            WHERE {abandoned} AND timestamp >= {{since:{TS_TYPE}}}
+              AND abandoned_at_turn IS NOT NULL
+            LIMIT 1 BY event_id
+        )
+        GROUP BY conversation_id
+    ) AS a ON c.conversation_id = a.conversation_id
+    WHERE c.user_messages > 0
+)
+GROUP BY GROUPING SETS ((value, turn, abandoned), (turn, abandoned))
+ORDER BY is_total DESC, value, turn, abandoned"""
 
     def idle_conversations(self) -> str:
         """Conversations silent since ``idle_before`` with no outcome: abandonment candidates.
