@@ -75,7 +75,11 @@ def rows(plans: Iterable[Plan], start: datetime) -> list[EventRow]:
         at = start + timedelta(seconds=index)
 
         def add(
-            kind: ConversationEvent, offset: int, plan: Plan = plan, at: datetime = at, **fields: object
+            kind: ConversationEvent,
+            offset: int,
+            plan: Plan = plan,
+            at: datetime = at,
+            **fields: object,
         ) -> None:
             moment = at + timedelta(milliseconds=offset)
             out.append(

@@ -399,9 +399,7 @@ def _vs_baseline(row: Mapping[str, Any], base: Mapping[str, Any]) -> VsBaseline:
     completed, total = int(row["completed"]), int(row["conversations"])
     base_completed, base_total = int(base["completed"]), int(base["conversations"])
     # The difference from exact counts, in percentage points, not from two rounded rates.
-    diff = _round(
-        (completed * base_total - base_completed * total) * 100, total * base_total, 1
-    )
+    diff = _round((completed * base_total - base_completed * total) * 100, total * base_total, 1)
     test = two_proportion_z_test(completed, total, base_completed, base_total)
     p_value = None if test is None else test.p_value
     if min(total, base_total) < MIN_COMPARE_SAMPLE:
