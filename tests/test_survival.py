@@ -49,7 +49,9 @@ def _lifelines_steps(times: Sequence[int], observed: Sequence[bool]) -> list[dic
     ]
 
 
-def _generated(seed: int, count: int, max_turn: int, event_share: float) -> tuple[list, list]:  # type: ignore[type-arg]
+def _generated(
+    seed: int, count: int, max_turn: int, event_share: float
+) -> tuple[list[int], list[bool]]:
     rng = random.Random(seed)
     times = [rng.randint(1, max_turn) for _ in range(count)]
     return times, [rng.random() < event_share for _ in range(count)]
