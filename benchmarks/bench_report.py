@@ -416,6 +416,8 @@ def breakdown(store: ConversationStore, now: datetime, repeats: int) -> str:
     queries = [
         ("summary (overall + per agent)", store.schema.summary()),
         ("drop_off", store.schema.drop_off()),
+        ("survival durations (per agent)", store.schema.survival_durations("agent")),
+        ("compare by prompt_version", store.schema.compare("prompt_version")),
     ]
     candidates = [(name, lambda sql=sql: store.select(sql, params)) for name, sql in queries]
     timings = _util.interleaved(candidates, repeats, pause_gc=False)

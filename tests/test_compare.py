@@ -29,6 +29,7 @@ from opentelemetry.exporter.conversation_analytics.analytics import (
     TOO_FEW_NOTE,
     Comparison,
 )
+from opentelemetry.exporter.conversation_analytics.collector.client import ENV_AUTH_TOKEN
 from opentelemetry.exporter.conversation_analytics.collector.config import CollectorConfig
 from opentelemetry.exporter.conversation_analytics.collector.run import start_collector
 from opentelemetry.exporter.conversation_analytics.store import (
@@ -470,6 +471,33 @@ class TestCompareApi:
     ) -> None:
         """Bad parameters are a 400 with the message the CLI prints for its flag."""
         assert self._get(api, f"/api/v1/compare?{query}") == (400, {"error": error})
+
+    def test_guarded_by_the_bearer_token(
+        self, store: ConversationStore, store_url: str, tmp_path: Path
+    ) -> None:
+        """With a token set, the compare API answers 401 without it, like the other reads, and
+        the CLI passes the token from the environment."""
+        store.insert(rows(PLANS[:40], START))
+        config = CollectorConfig(
+            store=store_url,
+            grpc_endpoint="",
+            http_endpoint="",
+            metrics_endpoint="127.0.0.1:0",
+            spool_dir=str(tmp_path / "spool"),
+            auth_token="s3cret",
+        )
+        collector = start_collector(config, store=store)
+        try:
+            api = f"http://127.0.0.1:{collector.ports['metrics']}"
+            status, document = self._get(api, "/api/v1/compare?by=agent")
+            assert (status, document) == (401, {"error": "missing or wrong bearer token"})
+            done = run_cli(
+                "compare", "--by", "agent", "--format", "json", "--collector", api,
+                env={ENV_AUTH_TOKEN: "s3cret"},
+            )  # fmt: skip
+            assert json.loads(done.stdout)["groups"][0]["conversations"] == 40
+        finally:
+            collector.stop()
 
     def test_unknown_baseline_through_the_collector_exits_2(self, api: str) -> None:
         """The API's 400 for a baseline reaches the CLI as the same usage error (exit 2)."""

@@ -15,6 +15,7 @@ from opentelemetry.exporter.conversation_analytics.analytics import (
     Comparison,
     ConversationDetail,
     DropOff,
+    FunnelStep,
     Report,
     compare_groups,
     satisfaction,
@@ -23,6 +24,7 @@ from opentelemetry.exporter.conversation_analytics.analytics import (
     survival_curve,
 )
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
+from opentelemetry.exporter.conversation_analytics.stats import SurvivalStep
 from opentelemetry.exporter.conversation_analytics.store.sql import COMPARE_DIMENSIONS, Schema
 
 Params = Mapping[str, Any]
@@ -209,7 +211,9 @@ class ConversationStore(abc.ABC):
             **overall,
         )
 
-    def _survival(self, dimension: str, params: Params) -> dict[str | None, Any]:
+    def _survival(
+        self, dimension: str, params: Params
+    ) -> dict[str | None, tuple[list[SurvivalStep], list[FunnelStep]]]:
         """Survival curve and funnel per value of ``dimension``, and overall (key ``None``)."""
         counts: dict[str | None, list[tuple[int, bool, int]]] = {}
         for row in self.select(self.schema.survival_durations(dimension), params):
