@@ -414,9 +414,8 @@ def breakdown(store: ConversationStore, now: datetime, repeats: int) -> str:
     """Median latency of each of the report's queries, run alone."""
     params = store.window_params(DAYS, now)
     queries = [
-        ("summary (overall + per agent)", store.schema.summary()),
+        ("summary (overall + per agent, survival counts)", store.schema.summary()),
         ("drop_off", store.schema.drop_off()),
-        ("survival durations (per agent)", store.schema.survival_durations("agent")),
         ("compare by prompt_version", store.schema.compare("prompt_version")),
     ]
     candidates = [(name, lambda sql=sql: store.select(sql, params)) for name, sql in queries]

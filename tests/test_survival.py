@@ -24,7 +24,7 @@ from opentelemetry.exporter.conversation_analytics.collector.config import Colle
 from opentelemetry.exporter.conversation_analytics.collector.run import start_collector
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.stats import kaplan_meier
-from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store
+from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store, sql
 from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
 from synthetic import EPOCH, Plan, durations, random_plans, rows
 
@@ -196,6 +196,30 @@ class TestReportSurvival:
         store.insert(rows(PLANS, START))
         report = store.report()
         assert Report.from_dict(json.loads(json.dumps(report.to_dict()))) == report
+
+
+class TestUpgradedStore:
+    """A store whose rollup predates ``abandoned_turn`` gets it when opened."""
+
+    def test_new_conversations_use_the_turn_old_ones_their_messages(self, store_url: str) -> None:
+        """After the upgrade an abandonment counts at its turn; one rolled up before it counts
+        at its number of user messages (the documented fallback), and nothing breaks."""
+        quit_early = [Plan("old", 4, "abandoned", abandoned_at=2)]
+        with pytest.MonkeyPatch.context() as patch:
+            previous = tuple(c for c in sql.ROLLUP_COLUMNS if c.name != "abandoned_turn")
+            patch.setattr(sql, "ROLLUP_COLUMNS", previous)
+            old = open_store(store_url)
+            try:
+                old.insert(rows(quit_early, START))
+            finally:
+                old.close()
+        store = open_store(store_url)
+        try:
+            store.insert(rows([Plan("new", 4, "abandoned", abandoned_at=2)], START))
+            report = store.report()
+        finally:
+            store.close()
+        assert [(s.turn, s.at_risk, s.abandoned) for s in report.survival] == [(2, 2, 1), (4, 1, 1)]
 
 
 @pytest.fixture

@@ -411,14 +411,14 @@ def compare_groups(
     by: str,
     days: int,
     rows: Iterable[Mapping[str, Any]],
-    durations: Iterable[Mapping[str, Any]],
+    curves: Mapping[str | None, tuple[list[SurvivalStep], list[FunnelStep]]],
     *,
     baseline: str | None = None,
     agent: str = "",
 ) -> Comparison:
     """The comparison from one row of exact counts per group (``value``, ``conversations``,
     ``completed``, ``abandoned``, ``handoffs``, ``messages_total``, ``satisfaction_sum``,
-    ``satisfaction_squares``) and ``(value, turn, abandoned, conversations)`` duration counts.
+    ``satisfaction_squares``) and each group's survival curve and funnel.
 
     The default baseline is the largest group (ties: the smallest value), the one whose rates
     are known best. A named baseline with no conversations is a ``ValueError``.
@@ -431,11 +431,6 @@ def compare_groups(
         raise ValueError(
             f"baseline {baseline!r} has no conversations by {by} in the last {days} days "
             f"(values: {values})"
-        )
-    per_group: dict[str, list[tuple[int, bool, int]]] = {}
-    for entry in durations:
-        per_group.setdefault(str(entry["value"]), []).append(
-            (int(entry["turn"]), bool(int(entry["abandoned"])), int(entry["conversations"]))
         )
     ordered = sorted(
         groups, key=lambda value: (value != baseline, -int(groups[value]["conversations"]), value)
@@ -451,7 +446,7 @@ def compare_groups(
         satisfaction_ci = mean_interval(
             total, satisfaction_sum, float(row["satisfaction_squares"] or 0), SATISFACTION_RANGE
         )
-        survival, reached = survival_curve(per_group.get(value, []))
+        survival, reached = curves.get(value, ([], []))
         result.append(
             CompareGroup(
                 value=value,

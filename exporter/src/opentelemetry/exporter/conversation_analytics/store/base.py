@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
@@ -177,18 +177,25 @@ class ConversationStore(abc.ABC):
     def report(
         self, days: int = DEFAULT_DAYS, *, now: datetime | None = None, agent: str = ""
     ) -> Report:
-        """Section 4 over the last ``days`` (optionally one agent), with a per-agent breakdown."""
+        """Section 4 over the last ``days`` (optionally one agent), with a per-agent breakdown
+        and the survival curve, overall and per agent."""
         params = self.window_params(days, now, agent)
         rows = self.select(self.schema.summary(), params)
-        totals = [row for row in rows if _truthy(row["is_total"])]
+        summaries = [row for row in rows if not _truthy(row["is_survival"])]
+        totals = [row for row in summaries if _truthy(row["is_total"])]
         overall = summarize(totals[0]) if totals else summarize(_EMPTY_SUMMARY)
         drop_off = [
             DropOff(turn=None if r["turn"] is None else int(r["turn"]), count=int(r["count"]))
             for r in self.select(self.schema.drop_off(), params)
         ]
-        curves = self._survival("agent", params)
+        curves = _survival_curves(
+            (key, row)  # per agent, and each agent's counts again for the overall curve
+            for row in rows
+            if _truthy(row["is_survival"])
+            for key in (str(row["agent"]), None)
+        )
         agents = []
-        for row in rows:
+        for row in summaries:
             if not _truthy(row["is_total"]):
                 survival, reached = curves.get(str(row["agent"]), ([], []))
                 agents.append(
@@ -211,18 +218,6 @@ class ConversationStore(abc.ABC):
             **overall,
         )
 
-    def _survival(
-        self, dimension: str, params: Params
-    ) -> dict[str | None, tuple[list[SurvivalStep], list[FunnelStep]]]:
-        """Survival curve and funnel per value of ``dimension``, and overall (key ``None``)."""
-        counts: dict[str | None, list[tuple[int, bool, int]]] = {}
-        for row in self.select(self.schema.survival_durations(dimension), params):
-            key = None if _truthy(row["is_total"]) else str(row["value"])
-            counts.setdefault(key, []).append(
-                (int(row["turn"]), _truthy(row["abandoned"]), int(row["conversations"]))
-            )
-        return {key: survival_curve(durations) for key, durations in counts.items()}
-
     def compare(
         self,
         by: str,
@@ -236,16 +231,15 @@ class ConversationStore(abc.ABC):
         side, each with intervals, its survival curve and a test against ``baseline``."""
         check_dimension(by)
         params = self.window_params(days, now, agent)
-        durations = [
-            row
-            for row in self.select(self.schema.survival_durations(by), params)
-            if not _truthy(row["is_total"])
-        ]
+        rows = self.select(self.schema.compare(by), params)
+        curves = _survival_curves(
+            (str(row["value"]), row) for row in rows if _truthy(row["is_survival"])
+        )
         return compare_groups(
             by,
             days,
-            self.select(self.schema.compare(by), params),
-            durations,
+            [row for row in rows if not _truthy(row["is_survival"])],
+            curves,
             baseline=baseline,
             agent=agent,
         )
@@ -263,6 +257,20 @@ class ConversationStore(abc.ABC):
         if not detail.events:
             raise UnknownConversation(conversation_id)
         return detail
+
+
+def _survival_curves(
+    rows: Iterable[tuple[str | None, Mapping[str, Any]]],
+) -> dict[str | None, tuple[list[SurvivalStep], list[FunnelStep]]]:
+    """Survival curve and funnel per key, from ``(key, row)`` pairs of survival counts (rows
+    whose ``turn`` is NULL, conversations without a user message, are left out)."""
+    counts: dict[str | None, list[tuple[int, bool, int]]] = {}
+    for key, row in rows:
+        if row["turn"] is not None:
+            counts.setdefault(key, []).append(
+                (int(row["turn"]), _truthy(row["turn_abandoned"]), int(row["conversations"]))
+            )
+    return {key: survival_curve(durations) for key, durations in counts.items()}
 
 
 def _truthy(value: Any) -> bool:

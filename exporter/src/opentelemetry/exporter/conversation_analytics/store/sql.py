@@ -148,6 +148,13 @@ ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
     _simple(
         "last_user_turn", "max", "Nullable(Int32)", f"maxIfOrNull(turn, {_is(_E.USER_MESSAGE)})"
     ),
+    # The turn the user left at (the latest abandonment's, which is the one that can stand).
+    _simple(
+        "abandoned_turn",
+        "max",
+        "Nullable(Int32)",
+        f"maxIfOrNull(abandoned_at_turn, {_is(_E.ABANDONED)})",
+    ),
     _simple("had_handoff", "max", "UInt8", f"max(toUInt8({_is(_E.HANDOFF_REQUESTED)}))"),
     _simple("user_id", "max", "String", "max(toString(user_id))"),
     _simple("channel", "max", "String", "max(toString(channel))"),
@@ -227,6 +234,15 @@ def _dimension(name: str) -> str:
     if name not in COMPARE_DIMENSIONS:
         raise ValueError(f"not a compare dimension: {name!r:.80}")
     return name
+
+
+#: A conversation's duration for the survival curve, in user turns: the turn it was abandoned
+#: at when its abandonment stands, else its count of user messages (completed, handed-off and
+#: open conversations are censored there); NULL without a user message (left out). A store
+#: written before ``abandoned_turn`` existed has it NULL for old conversations: they fall back
+#: to their count of user messages (the same turn, unless the agent named an earlier one).
+_SURVIVAL_TURN = """if(user_messages > 0,
+    toInt64(if(was_abandoned = 1 AND abandoned_turn >= 1, abandoned_turn, user_messages)), NULL)"""
 
 
 def check_identifier(name: str) -> str:
@@ -409,11 +425,15 @@ GROUP BY conversation_id
 WHERE {{agent:String}} = '' OR agent = {{agent:String}}"""
 
     def summary(self) -> str:
-        """Section 4 counts over the window, overall (``is_total``) and per agent, in one pass.
+        """Section 4 counts over the window, overall (``is_total``) and per agent, and the
+        survival curve's counts (``is_survival``: conversations per agent, ``turn`` and
+        ``turn_abandoned``; overall is their sum), all in one pass over the rollup.
 
-        Rates are rounded in Python, exactly as PostgreSQL rounds them.
+        Rates are rounded in Python, exactly as PostgreSQL rounds them; the Kaplan-Meier product
+        is taken in Python too.
         """
-        return f"""SELECT agent, grouping(agent) = 1 AS is_total,
+        return f"""SELECT agent, grouping(agent) = 1 AS is_total, grouping(turn) = 0 AS is_survival,
+    turn, was_abandoned AS turn_abandoned,
     count() AS conversations,
     countIf(was_completed = 1) AS completed,
     countIf(was_abandoned = 1) AS abandoned,
@@ -424,9 +444,9 @@ WHERE {{agent:String}} = '' OR agent = {{agent:String}}"""
     sumIf(dateDiff('microsecond', started_at, completed_at),
           started_at IS NOT NULL AND completed_at IS NOT NULL) AS duration_us,
     sum({SATISFACTION_EXPR}) AS satisfaction_sum
-FROM ({self.conversations_in_window()})
-GROUP BY GROUPING SETS ((agent), ())
-ORDER BY is_total DESC, conversations DESC, agent"""
+FROM (SELECT *, {_SURVIVAL_TURN} AS turn FROM ({self.conversations_in_window()}))
+GROUP BY GROUPING SETS ((agent), (), (agent, turn, was_abandoned))
+ORDER BY is_survival, is_total DESC, conversations DESC, agent, turn, turn_abandoned"""
 
     def drop_off(self) -> str:
         """Abandoned events per ``abandoned_at_turn``, most frequent first, top 10.
@@ -460,9 +480,12 @@ LIMIT 10"""
     def compare(self, dimension: str) -> str:
         """Exact counts per value of ``dimension`` (one of :data:`COMPARE_DIMENSIONS`), largest
         group first: outcomes, user messages, and the sum and sum of squares of satisfaction
-        (for its mean and interval). Parameters those of :meth:`conversations_in_window`."""
+        (for its mean and interval); and, in the same pass, each group's survival counts
+        (``is_survival``: conversations per ``turn`` and ``turn_abandoned``). Parameters those
+        of :meth:`conversations_in_window`."""
         column = _dimension(dimension)
-        return f"""SELECT {column} AS value,
+        return f"""SELECT value, grouping(turn) = 0 AS is_survival,
+    turn, was_abandoned AS turn_abandoned,
     count() AS conversations,
     countIf(was_completed = 1) AS completed,
     countIf(was_abandoned = 1) AS abandoned,
@@ -470,46 +493,12 @@ LIMIT 10"""
     sum(user_messages) AS messages_total,
     sum(satisfaction) AS satisfaction_sum,
     sum(satisfaction * satisfaction) AS satisfaction_squares
-FROM (SELECT *, {SATISFACTION_EXPR} AS satisfaction FROM ({self.conversations_in_window()}))
-GROUP BY value
-ORDER BY conversations DESC, value"""
-
-    def survival_durations(self, dimension: str) -> str:
-        """Conversations counted by (value of ``dimension``, duration in user turns, abandoned),
-        and overall (``is_total``), for the Kaplan-Meier curve.
-
-        The duration is ``abandoned_at_turn`` of the abandonment that stands (an explicit one
-        before an inferred one, then the latest) when abandoned, else the count of user
-        messages: completed, handed-off and open conversations are censored there.
-        Conversations without a user message are left out. Parameters those of
-        :meth:`conversations_in_window`.
-        """
-        column = _dimension(dimension)
-        abandoned = _is(_E.ABANDONED)
-        return f"""SELECT value, grouping(value) = 1 AS is_total, turn, abandoned,
-    count() AS conversations
 FROM (
-    SELECT c.{column} AS value,
-        toInt64(if(c.was_abandoned = 1 AND a.abandoned_turn >= 1,
-                   a.abandoned_turn, c.user_messages)) AS turn,
-        c.was_abandoned AS abandoned
-    FROM ({self.conversations_in_window()}) AS c
-    LEFT JOIN (
-        SELECT conversation_id,
-            argMax(abandoned_at_turn, (NOT abandon_inferred, timestamp)) AS abandoned_turn
-        FROM (
-            SELECT event_id, conversation_id, abandoned_at_turn, abandon_inferred, timestamp
-            FROM {self.events}
-            WHERE {abandoned} AND timestamp >= {{since:{TS_TYPE}}}
-              AND abandoned_at_turn IS NOT NULL
-            LIMIT 1 BY event_id
-        )
-        GROUP BY conversation_id
-    ) AS a ON c.conversation_id = a.conversation_id
-    WHERE c.user_messages > 0
+    SELECT *, {column} AS value, {SATISFACTION_EXPR} AS satisfaction, {_SURVIVAL_TURN} AS turn
+    FROM ({self.conversations_in_window()})
 )
-GROUP BY GROUPING SETS ((value, turn, abandoned), (turn, abandoned))
-ORDER BY is_total DESC, value, turn, abandoned"""
+GROUP BY GROUPING SETS ((value), (value, turn, was_abandoned))
+ORDER BY is_survival, conversations DESC, value, turn, turn_abandoned"""
 
     def idle_conversations(self) -> str:
         """Conversations silent since ``idle_before`` with no outcome: abandonment candidates.
