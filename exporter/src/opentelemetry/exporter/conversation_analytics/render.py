@@ -177,15 +177,15 @@ def _interval(bounds: Sequence[float] | None) -> str:
 def render_comparison(comparison: Comparison) -> str:
     """Groups side by side; the baseline first and marked, significance spelled out."""
     agent = f", agent {comparison.agent}" if comparison.agent else ""
-    lines = [
-        f"Compare by {comparison.by} - last {comparison.days} days{agent}",
-        f"  95% Wilson intervals; completion vs baseline {comparison.baseline!r} by a two-sided "
-        f"pooled z-test (significant: p < 0.05, at least {MIN_COMPARE_SAMPLE} conversations "
-        "per group)",
+    lines = [f"Compare by {comparison.by} - last {comparison.days} days{agent}"]
+    if not comparison.groups:
+        return "\n".join([*lines, "", "  (no conversations)"])
+    baseline = comparison.baseline or _NO_VALUE
+    lines += [
+        f"  95% Wilson intervals; completion vs baseline {baseline} by a two-sided pooled "
+        f"z-test (significant: p < 0.05, at least {MIN_COMPARE_SAMPLE} conversations per group)",
         "",
     ]
-    if not comparison.groups:
-        return "\n".join([*lines, "  (no conversations)"])
     rows = []
     for group in comparison.groups:
         versus = group.vs_baseline
