@@ -414,8 +414,9 @@ def breakdown(store: ConversationStore, now: datetime, repeats: int) -> str:
     """Median latency of each of the report's queries, run alone."""
     params = store.window_params(DAYS, now)
     queries = [
-        ("summary (overall + per agent)", store.schema.summary()),
+        ("summary (overall + per agent, survival counts)", store.schema.summary()),
         ("drop_off", store.schema.drop_off()),
+        ("compare by prompt_version", store.schema.compare("prompt_version")),
     ]
     candidates = [(name, lambda sql=sql: store.select(sql, params)) for name, sql in queries]
     timings = _util.interleaved(candidates, repeats, pause_gc=False)

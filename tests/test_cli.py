@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
@@ -35,7 +36,15 @@ SPEC_KEYS = {
     "avg_duration_seconds",
     "drop_off",
 }
-EXTRA_KEYS = {"avg_satisfaction", "rephrase_rate", "days", "agents", "evaluations"}
+EXTRA_KEYS = {
+    "avg_satisfaction",
+    "rephrase_rate",
+    "days",
+    "agents",
+    "evaluations",
+    "survival",
+    "reached_turn",
+}
 RATE_KEYS = ("completion_rate", "abandonment_rate", "handoff_rate")
 DEMO_AGENTS = {"support-bot", "research-assistant"}
 DEMO_CONVERSATIONS = 200
@@ -123,6 +132,18 @@ def test_demo_drop_off_is_turn_count_pairs_most_frequent_first(demo: DemoRun) ->
     # All abandoned conversations carry a turn; top 10 can only hide some of them.
     abandoned = round(demo.report["abandonment_rate"] * DEMO_CONVERSATIONS / 100)
     assert sum(counts) <= abandoned
+
+
+def test_demo_survival_is_a_non_increasing_curve_over_all_conversations(demo: DemoRun) -> None:
+    """Every simulated conversation has a user message, so all are at risk at the first turn;
+    the curve only falls, and each turn's at-risk count is the previous one's minus its exits."""
+    survival = demo.report["survival"]
+    assert survival[0]["at_risk"] == DEMO_CONVERSATIONS
+    for before, after in itertools.pairwise(survival):
+        assert after["survival"] <= before["survival"]
+        assert after["at_risk"] == before["at_risk"] - before["abandoned"] - before["censored"]
+    last = survival[-1]
+    assert last["abandoned"] + last["censored"] == last["at_risk"]
 
 
 def test_demo_per_agent_rows_add_up(demo: DemoRun) -> None:

@@ -30,6 +30,7 @@ from openai_stub import MODEL_SUFFIX, OpenAIStub
 from opentelemetry.exporter.conversation_analytics.collector.otlp import rows_from_traces
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore
+from opentelemetry.instrumentation.conversation import environment_variables as env
 from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer
 
 AGENTS_SCRIPT = Path(fa.__file__)
@@ -45,8 +46,8 @@ class Outcome:
 
 
 def _run(setup: str, stub: OpenAIStub, out: Path) -> Outcome:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERSATION_ANALYTICS_")}
-    env.update(
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CONVERSATION_ANALYTICS_")}
+    environ.update(
         {
             env.CONVERSATION_ANALYTICS_USER_ID_KEY: TEST_USER_ID_KEY.decode(),
             "TRACELOOP_TELEMETRY": "false",
@@ -56,7 +57,7 @@ def _run(setup: str, stub: OpenAIStub, out: Path) -> Outcome:
     )
     done = subprocess.run(
         [sys.executable, str(AGENTS_SCRIPT), setup, stub.base_url, str(out)],
-        env=env,
+        env=environ,
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT,

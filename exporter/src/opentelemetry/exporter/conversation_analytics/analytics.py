@@ -9,8 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, localcontext
-from typing import Any
+from typing import Any, Final
 
+from opentelemetry.exporter.conversation_analytics.stats import (
+    ALPHA,
+    SurvivalStep,
+    kaplan_meier,
+    mean_interval,
+    two_proportion_z_test,
+    wilson_interval,
+)
 from opentelemetry.instrumentation.conversation.semconv import (
     RATING_NEGATIVE,
     RATING_POSITIVE,
@@ -21,26 +29,71 @@ DEFAULT_DAYS = 7
 
 
 #: Digits kept while dividing, far more than any exact sum from the store carries, so the
-#: quotient is rounded only once, half away from zero, like PostgreSQL's ``ROUND(numeric)``.
+#: quotient is rounded only once.
 _PRECISION = 80
 
 
-def _round(numerator: int | Decimal, denominator: int, places: int) -> float | None:
-    """``numerator / denominator`` rounded half away from zero; ``None`` when there is no data.
+def round_half_up(value: Decimal | float, places: int) -> float:
+    """The project's one rounding rule: half away from zero at ``places`` decimals, as
+    PostgreSQL's ``ROUND`` on ``numeric`` (a float is rounded as the decimal it prints as)."""
+    exact = value if isinstance(value, Decimal) else Decimal(repr(float(value)))
+    return float(exact.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP))
 
-    The one rounding rule of every number the product reports: exact inputs (integer counts,
-    ``Decimal`` sums read as text), so the same data always reads the same.
-    """
+
+def _round(numerator: int | Decimal, denominator: int, places: int) -> float | None:
+    """``numerator / denominator`` by :func:`round_half_up`; ``None`` when there is no data.
+
+    Inputs are exact (integer counts, ``Decimal`` sums read as text), so the same data always
+    reads the same."""
     if denominator == 0:
         return None
     with localcontext() as context:
         context.prec = _PRECISION
-        quotient = Decimal(numerator) / Decimal(denominator)
-        return float(quotient.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP))
+        return round_half_up(Decimal(numerator) / Decimal(denominator), places)
 
 
 def _percent(part: int, whole: int) -> float | None:
     return _round(part * 100, whole, 1)
+
+
+@dataclass
+class FunnelStep:
+    """How many conversations reached user turn ``turn`` (their duration is at least it)."""
+
+    turn: int
+    conversations: int
+
+
+#: The funnel stops here: one outlier with thousands of turns must not make the report huge.
+MAX_FUNNEL_TURNS: Final = 100
+
+
+def survival_curve(
+    durations: Iterable[tuple[int, bool, int]],
+) -> tuple[list[SurvivalStep], list[FunnelStep]]:
+    """Kaplan-Meier "has not abandoned yet" by user turn, and the "reached turn N" funnel, from
+    ``(turn, abandoned, conversations)`` counts; the survival is left unrounded (it is a
+    product, and rounding each step would compound)."""
+    steps = kaplan_meier(durations)
+    reached: list[FunnelStep] = []
+    if steps:
+        last = min(steps[-1].turn, MAX_FUNNEL_TURNS)
+        remaining = iter(steps)
+        step: SurvivalStep | None = next(remaining)
+        for turn in range(1, last + 1):
+            while step is not None and step.turn < turn:
+                step = next(remaining, None)
+            reached.append(FunnelStep(turn, step.at_risk if step is not None else 0))
+    return steps, reached
+
+
+def _with_survival(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` with its ``survival`` and ``reached_turn`` lists as dataclasses (absent: empty,
+    as from a collector older than them)."""
+    values = dict(data)
+    values["survival"] = [SurvivalStep(**entry) for entry in values.get("survival", [])]
+    values["reached_turn"] = [FunnelStep(**entry) for entry in values.get("reached_turn", [])]
+    return values
 
 
 @dataclass
@@ -67,6 +120,8 @@ class Report:
     days: int = DEFAULT_DAYS
     agents: list[AgentReport] = field(default_factory=list)
     evaluations: list[EvaluationReport] = field(default_factory=list)
+    survival: list[SurvivalStep] = field(default_factory=list)
+    reached_turn: list[FunnelStep] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,9 +129,11 @@ class Report:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Report:
         """Inverse of :meth:`to_dict` (a report fetched from a running collector)."""
-        values = dict(data)
+        values = _with_survival(data)
         values["drop_off"] = [DropOff(**entry) for entry in values.get("drop_off", [])]
-        values["agents"] = [AgentReport(**entry) for entry in values.get("agents", [])]
+        values["agents"] = [
+            AgentReport(**_with_survival(entry)) for entry in values.get("agents", [])
+        ]
         values["evaluations"] = [
             EvaluationReport.from_dict(entry) for entry in values.get("evaluations", [])
         ]
@@ -187,6 +244,8 @@ class AgentReport:
     avg_duration_seconds: int | None
     avg_satisfaction: float | None
     rephrase_rate: float | None
+    survival: list[SurvivalStep] = field(default_factory=list)
+    reached_turn: list[FunnelStep] = field(default_factory=list)
 
 
 def summarize(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -264,3 +323,161 @@ def satisfaction(events: Iterable[Mapping[str, Any]]) -> float:
         completed=any(kind == ConversationEvent.COMPLETED.value for kind, _ in kinds),
         handoff=any(kind == ConversationEvent.HANDOFF_REQUESTED.value for kind, _ in kinds),
     )
+
+
+#: Below this many conversations in a group (or its baseline) ``compare`` never calls a
+#: difference significant: the z-test's normal approximation is poor there, and a handful of
+#: conversations should not drive a product decision.
+MIN_COMPARE_SAMPLE: Final = 30
+TOO_FEW_NOTE: Final = f"too few conversations (fewer than {MIN_COMPARE_SAMPLE} in a group)"
+#: Satisfaction scores lie in 0..1, and so does their interval.
+SATISFACTION_RANGE: Final = (0.0, 1.0)
+
+
+@dataclass
+class VsBaseline:
+    """One group against the baseline: completion difference in percentage points, the
+    two-sided pooled z-test's p-value (unrounded), and whether p < 0.05 with enough data."""
+
+    completion_diff: float | None
+    completion_p_value: float | None
+    significant: bool
+    note: str | None = None
+
+
+@dataclass
+class CompareGroup:
+    """One value of the compared dimension: rates in percent with 95% Wilson intervals, the
+    satisfaction mean with its 95% t-interval, the survival curve, and the test vs baseline."""
+
+    value: str
+    conversations: int
+    completed: int
+    abandoned: int
+    handoffs: int
+    completion_rate: float | None
+    completion_ci: list[float] | None
+    abandonment_rate: float | None
+    abandonment_ci: list[float] | None
+    handoff_rate: float | None
+    handoff_ci: list[float] | None
+    avg_turns: float | None
+    avg_satisfaction: float | None
+    satisfaction_ci: list[float] | None
+    vs_baseline: VsBaseline | None
+    survival: list[SurvivalStep] = field(default_factory=list)
+    reached_turn: list[FunnelStep] = field(default_factory=list)
+
+
+@dataclass
+class Comparison:
+    """``compare --by DIMENSION``: every group of the window, the baseline first."""
+
+    by: str
+    baseline: str | None
+    days: int
+    groups: list[CompareGroup]
+    agent: str = ""
+    min_sample: int = MIN_COMPARE_SAMPLE
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
+        """Inverse of :meth:`to_dict` (a comparison fetched from a running collector)."""
+        values = dict(data)
+        groups = []
+        for entry in values.get("groups", []):
+            group = _with_survival(entry)
+            if group.get("vs_baseline") is not None:
+                group["vs_baseline"] = VsBaseline(**group["vs_baseline"])
+            groups.append(CompareGroup(**group))
+        values["groups"] = groups
+        return cls(**values)
+
+
+def _percent_interval(successes: int, trials: int) -> list[float] | None:
+    interval = wilson_interval(successes, trials)
+    if interval is None:
+        return None
+    return [round_half_up(bound * 100, 1) for bound in interval]
+
+
+def _vs_baseline(row: Mapping[str, Any], base: Mapping[str, Any]) -> VsBaseline:
+    completed, total = int(row["completed"]), int(row["conversations"])
+    base_completed, base_total = int(base["completed"]), int(base["conversations"])
+    # The difference from exact counts, in percentage points, not from two rounded rates.
+    diff = _round((completed * base_total - base_completed * total) * 100, total * base_total, 1)
+    test = two_proportion_z_test(completed, total, base_completed, base_total)
+    p_value = None if test is None else test.p_value
+    if min(total, base_total) < MIN_COMPARE_SAMPLE:
+        return VsBaseline(diff, p_value, False, TOO_FEW_NOTE)
+    return VsBaseline(diff, p_value, p_value is not None and p_value < ALPHA)
+
+
+def compare_groups(
+    by: str,
+    days: int,
+    rows: Iterable[Mapping[str, Any]],
+    curves: Mapping[str | None, tuple[list[SurvivalStep], list[FunnelStep]]],
+    *,
+    baseline: str | None = None,
+    agent: str = "",
+) -> Comparison:
+    """The comparison from one row of exact counts per group (``value``, ``conversations``,
+    ``completed``, ``abandoned``, ``handoffs``, ``messages_total``, ``satisfaction_sum``,
+    ``satisfaction_squares``) and each group's survival curve and funnel.
+
+    The default baseline is the largest group (ties: the smallest value), the one whose rates
+    are known best. A named baseline with no conversations is a ``ValueError``.
+    """
+    groups = {str(row["value"]): row for row in rows}
+    if baseline is None and groups:
+        baseline = min(groups, key=lambda value: (-int(groups[value]["conversations"]), value))
+    elif baseline is not None and groups and baseline not in groups:
+        values = ", ".join(repr(value) for value in sorted(groups))
+        raise ValueError(
+            f"baseline {baseline!r} has no conversations by {by} in the last {days} days "
+            f"(values: {values})"
+        )
+    ordered = sorted(
+        groups, key=lambda value: (value != baseline, -int(groups[value]["conversations"]), value)
+    )
+    base = groups[baseline] if baseline is not None and groups else {}
+    result = []
+    for value in ordered:
+        row = groups[value]
+        total = int(row["conversations"])
+        completed, abandoned = int(row["completed"]), int(row["abandoned"])
+        handoffs = int(row["handoffs"])
+        satisfaction_sum = Decimal(str(row["satisfaction_sum"] or 0))  # exact, as text
+        squares = Decimal(str(row["satisfaction_squares"] or 0))
+        satisfaction_ci = mean_interval(
+            total, float(satisfaction_sum), float(squares), SATISFACTION_RANGE
+        )
+        survival, reached = curves.get(value, ([], []))
+        result.append(
+            CompareGroup(
+                value=value,
+                conversations=total,
+                completed=completed,
+                abandoned=abandoned,
+                handoffs=handoffs,
+                completion_rate=_percent(completed, total),
+                completion_ci=_percent_interval(completed, total),
+                abandonment_rate=_percent(abandoned, total),
+                abandonment_ci=_percent_interval(abandoned, total),
+                handoff_rate=_percent(handoffs, total),
+                handoff_ci=_percent_interval(handoffs, total),
+                avg_turns=_round(int(row["messages_total"] or 0), total, 1),
+                avg_satisfaction=_round(satisfaction_sum, total, 3),
+                satisfaction_ci=None
+                if satisfaction_ci is None
+                else [round_half_up(bound, 3) for bound in satisfaction_ci],
+                vs_baseline=None if value == baseline else _vs_baseline(row, base),
+                survival=survival,
+                reached_turn=reached,
+            )
+        )
+    return Comparison(by=by, baseline=baseline, days=days, groups=result, agent=agent)

@@ -1,4 +1,5 @@
-"""``conversation-analytics``: demo, report, conversation, import, infer, schema, collector."""
+"""``conversation-analytics``: demo, report, compare, conversation, import, infer, schema,
+collector."""
 
 from __future__ import annotations
 
@@ -11,18 +12,25 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from opentelemetry.exporter.conversation_analytics.analytics import DEFAULT_DAYS, Report
+from opentelemetry.exporter.conversation_analytics.analytics import (
+    DEFAULT_DAYS,
+    MIN_COMPARE_SAMPLE,
+    Comparison,
+    Report,
+)
 from opentelemetry.exporter.conversation_analytics.collector.inference import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_LOOKBACK,
 )
 from opentelemetry.exporter.conversation_analytics.store import (
+    COMPARE_DIMENSIONS,
     DEFAULT_STORE_URL,
     MAX_DAYS,
     ConversationStore,
     Schema,
     StoreError,
     UnknownConversation,
+    check_dimension,
     open_store,
     parse_days,
     resolve_store_url,
@@ -61,6 +69,23 @@ class _Days(argparse.Action):
         except ValueError as exc:
             raise argparse.ArgumentError(None, str(exc)) from None
         setattr(namespace, self.dest, days)
+
+
+class _Dimension(argparse.Action):
+    """``--by DIMENSION``: checked by the same :func:`check_dimension` as the API's ``?by=``,
+    so both list the accepted values in the same words."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        try:
+            setattr(namespace, self.dest, check_dimension(str(values), option_string or "--by"))
+        except ValueError as exc:
+            raise argparse.ArgumentError(None, str(exc)) from None
 
 
 def _timestamp(text: str) -> datetime:
@@ -178,6 +203,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store(report)
     _add_collector(report)
 
+    compare = commands.add_parser(
+        "compare",
+        help="groups side by side (prompt versions, models, ...): 95%% Wilson intervals and a "
+        "two-proportion z-test of completion against a baseline",
+        description=f"A difference is significant when p < 0.05 and both groups have at least "
+        f"{MIN_COMPARE_SAMPLE} conversations.",
+    )
+    compare.add_argument(
+        "--by",
+        action=_Dimension,
+        required=True,
+        metavar="{" + ",".join(COMPARE_DIMENSIONS) + "}",
+        help="what to group conversations by (a conversation's value on its events)",
+    )
+    compare.add_argument(
+        "--baseline", default=None, help="the group to test against (default: the largest)"
+    )
+    compare.add_argument("--agent", default="", help="only this agent's conversations")
+    compare.add_argument(
+        "--days", action=_Days, default=DEFAULT_DAYS, help=f"1 to {MAX_DAYS} (default: %(default)s)"
+    )
+    _add_format(compare)
+    _add_store(compare)
+    _add_collector(compare)
+
     conversation = commands.add_parser("conversation", help="one conversation and its satisfaction")
     conversation.add_argument("conversation_id")
     _add_format(conversation)
@@ -285,7 +335,7 @@ def _refuse_owned(args: argparse.Namespace) -> None:
         raise StoreError(
             f"a running collector (pid {owner.pid}) owns the embedded store {owner.directory} "
             f"and chDB lets one process open it: {args.command} cannot run on it until that "
-            "collector stops (send events to the collector over OTLP instead); report and "
+            "collector stops (send events to the collector over OTLP instead); report, compare and "
             f"conversation read through it (--collector {owner.api_url})"
         )
 
@@ -393,6 +443,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
         report = _report(args, reader)
         if report.total_conversations == 0:
             # Still exit 0 (an empty window is an answer), but never a silent one.
+            print(_nothing_found(reader, args.days, args.agent), file=sys.stderr)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from opentelemetry.exporter.conversation_analytics.render import render_comparison
+
+    with _reader(args) as reader:
+        comparison: Comparison = reader.compare(
+            args.by, args.days, baseline=args.baseline, agent=args.agent
+        )
+        if args.format == "json":
+            _print_json(comparison.to_dict())
+        else:
+            print(render_comparison(comparison))
+        if not comparison.groups:
             print(_nothing_found(reader, args.days, args.agent), file=sys.stderr)
     return 0
 
@@ -524,6 +590,7 @@ def _cmd_collector(args: argparse.Namespace) -> int:
 _COMMANDS = {
     "demo": _cmd_demo,
     "report": _cmd_report,
+    "compare": _cmd_compare,
     "conversation": _cmd_conversation,
     "import": _cmd_import,
     "infer": _cmd_infer,

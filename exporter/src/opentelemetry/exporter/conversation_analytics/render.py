@@ -1,18 +1,27 @@
-"""Plain-text tables for the terminal: ``report`` and ``conversation`` in table format."""
+"""Plain-text tables for the terminal: ``report``, ``compare`` and ``conversation``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from opentelemetry.exporter.conversation_analytics.analytics import (
+    MIN_COMPARE_SAMPLE,
+    Comparison,
     ConversationDetail,
+    FunnelStep,
     LabelShare,
     Report,
+    round_half_up,
 )
+from opentelemetry.exporter.conversation_analytics.stats import SurvivalStep
 
 #: The article's completion targets, shown beside the measured rate.
 COMPLETION_TARGETS = "support agents 70-85%, general assistants 50-60%"
 _BAR_WIDTH = 30
+#: The survival section of ``report`` shows this many turns (the JSON has them all).
+_SURVIVAL_ROWS = 15
+#: How an empty group value (no prompt version on the events, say) is shown.
+_NO_VALUE = "(none)"
 
 
 def _value(value: object, suffix: str = "") -> str:
@@ -53,6 +62,7 @@ def render_report(report: Report) -> str:
             lines.append(f"  turn {_value(entry.turn):>4}  {entry.count:>7}  {bar}")
     else:
         lines.append("  (no abandoned conversations)")
+    lines += ["", *_survival_section(report.survival, report.reached_turn)]
     if report.agents:
         lines += ["", "Per agent"]
         lines += _table(
@@ -131,4 +141,99 @@ def render_conversation(detail: ConversationDetail) -> str:
         detail_text = " ".join(f"{k}={v}" for k, v in facts.items() if v not in (None, ""))
         rows.append((event["timestamp"], event["event_type"], event["agent_name"], detail_text))
     lines += _table(("timestamp", "event", "agent", "details"), rows)
+    return "\n".join(lines)
+
+
+def _survival_section(survival: Sequence[SurvivalStep], reached: Sequence[FunnelStep]) -> list[str]:
+    """Kaplan-Meier "still not abandoned" by user turn beside the "reached turn N" funnel."""
+    lines = [
+        "Survival (Kaplan-Meier: share not yet abandoned, by user turn; open conversations "
+        "censored)"
+    ]
+    if not survival:
+        return [*lines, "  (no conversations with a user message)"]
+    reached_at = {step.turn: step.conversations for step in reached}
+    rows = [
+        (
+            step.turn,
+            reached_at.get(step.turn, step.at_risk),
+            step.abandoned,
+            step.censored,
+            f"{round_half_up(step.survival * 100, 1)}%",
+            "#" * round(step.survival * _BAR_WIDTH),
+        )
+        for step in survival[:_SURVIVAL_ROWS]
+    ]
+    lines += _table(("turn", "reached", "abandoned", "censored", "survival", ""), rows)
+    if len(survival) > _SURVIVAL_ROWS:
+        lines.append(f"  ... {len(survival) - _SURVIVAL_ROWS} more turns in --format json")
+    return lines
+
+
+def _interval(bounds: Sequence[float] | None) -> str:
+    return "-" if bounds is None else f"[{bounds[0]}, {bounds[1]}]"
+
+
+def render_comparison(comparison: Comparison) -> str:
+    """Groups side by side; the baseline first and marked, significance spelled out."""
+    agent = f", agent {comparison.agent}" if comparison.agent else ""
+    lines = [f"Compare by {comparison.by} - last {comparison.days} days{agent}"]
+    if not comparison.groups:
+        return "\n".join([*lines, "", "  (no conversations)"])
+    baseline = comparison.baseline or _NO_VALUE
+    lines += [
+        f"  95% Wilson intervals; completion vs baseline {baseline} by a two-sided pooled "
+        f"z-test (significant: p < 0.05, at least {MIN_COMPARE_SAMPLE} conversations per group)",
+        "",
+    ]
+    rows = []
+    for group in comparison.groups:
+        versus = group.vs_baseline
+        if versus is None:
+            verdict: tuple[object, ...] = ("baseline", "", "")
+        else:
+            p_value = (
+                "-" if versus.completion_p_value is None else f"{versus.completion_p_value:.3g}"
+            )
+            if versus.significant:
+                called = "significant"
+            else:
+                called = "too few" if versus.note else "not significant"
+            diff = versus.completion_diff
+            verdict = ("-" if diff is None else f"{diff:+}", p_value, called)
+        rows.append(
+            (
+                group.value or _NO_VALUE,
+                group.conversations,
+                group.completion_rate,
+                _interval(group.completion_ci),
+                group.abandonment_rate,
+                _interval(group.abandonment_ci),
+                group.handoff_rate,
+                _interval(group.handoff_ci),
+                group.avg_turns,
+                group.avg_satisfaction,
+                _interval(group.satisfaction_ci),
+                *verdict,
+            )
+        )
+    lines += _table(
+        (
+            comparison.by,
+            "convs",
+            "completed%",
+            "95% CI",
+            "abandoned%",
+            "95% CI",
+            "handoff%",
+            "95% CI",
+            "turns",
+            "satisfaction",
+            "95% CI",
+            "vs base pts",
+            "p",
+            "",
+        ),
+        rows,
+    )
     return "\n".join(lines)

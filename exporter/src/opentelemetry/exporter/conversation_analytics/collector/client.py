@@ -11,7 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from opentelemetry.exporter.conversation_analytics.analytics import ConversationDetail, Report
+from opentelemetry.exporter.conversation_analytics.analytics import (
+    Comparison,
+    ConversationDetail,
+    Report,
+)
 from opentelemetry.exporter.conversation_analytics.collector.service import (
     DISCOVERY_FILE,
     chdb_directory,
@@ -87,7 +91,7 @@ def _error_text(body: bytes) -> str:
 
 
 class CollectorClient:
-    """``report`` and ``conversation`` over the collector's admin API."""
+    """``report``, ``compare`` and ``conversation`` over the collector's admin API."""
 
     def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -109,6 +113,21 @@ class CollectorClient:
 
     def report(self, days: int, *, agent: str = "") -> Report:
         return Report.from_dict(self._get("/api/v1/report", days=days, agent=agent))
+
+    def compare(
+        self, by: str, days: int, *, baseline: str | None = None, agent: str = ""
+    ) -> Comparison:
+        """:meth:`ConversationStore.compare` over the API; the API's 400 (a baseline with no
+        conversations, say) is the ``ValueError`` the store would raise, in its words."""
+        query: dict[str, Any] = {"by": by, "days": days, "agent": agent}
+        if baseline is not None:
+            query["baseline"] = baseline
+        try:
+            return Comparison.from_dict(self._get("/api/v1/compare", **query))
+        except CollectorError as exc:
+            if exc.status == 400:
+                raise ValueError(exc.message) from None
+            raise
 
     def conversation(self, conversation_id: str) -> ConversationDetail:
         """One conversation; :class:`UnknownConversation` on the API's 404, as from a store."""

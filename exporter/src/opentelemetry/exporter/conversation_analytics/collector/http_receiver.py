@@ -1,6 +1,6 @@
 """OTLP/HTTP receiver (``/v1/traces``, ``/v1/logs``; protobuf or JSON; gzip) and the admin server
-(``/metrics``, ``/healthz``, ``/readyz``, ``/api/v1/report``, ``/api/v1/conversation``,
-``POST /api/v1/feedback``).
+(``/metrics``, ``/healthz``, ``/readyz``, ``/api/v1/report``, ``/api/v1/compare``,
+``/api/v1/conversation``, ``POST /api/v1/feedback``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,11 @@ from opentelemetry.exporter.conversation_analytics.collector.service import (
     Signal,
     Status,
 )
-from opentelemetry.exporter.conversation_analytics.store import UnknownConversation, parse_days
+from opentelemetry.exporter.conversation_analytics.store import (
+    UnknownConversation,
+    check_dimension,
+    parse_days,
+)
 
 SOURCE: Final = "otlp_http"
 PROTOBUF: Final = "application/x-protobuf"
@@ -223,6 +227,7 @@ class AdminHandler(_Handler):
             "/healthz": self._healthz,
             "/readyz": self._readyz,
             "/api/v1/report": self._report,
+            "/api/v1/compare": self._compare,
             "/api/v1/conversation": self._conversation,
         }.get(parts.path)
         if route is None:
@@ -278,6 +283,14 @@ class AdminHandler(_Handler):
     def _report(self, query: dict[str, str]) -> None:
         days = parse_days(query.get("days", str(DEFAULT_DAYS)), "days")
         self._json(200, self.service.report(days, query.get("agent", "")))
+
+    def _compare(self, query: dict[str, str]) -> None:
+        """``?by=`` (required), ``days``, ``agent``, ``baseline`` (absent: the largest group),
+        checked as the CLI checks ``--by`` and ``--days``."""
+        by = check_dimension(query.get("by"), "by")
+        days = parse_days(query.get("days", str(DEFAULT_DAYS)), "days")
+        document = self.service.compare(by, days, query.get("baseline"), query.get("agent", ""))
+        self._json(200, document)
 
     def _conversation(self, query: dict[str, str]) -> None:
         if not query.get("id"):

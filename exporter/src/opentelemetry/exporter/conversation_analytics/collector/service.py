@@ -305,6 +305,10 @@ class CollectorService:
         return self.pipeline.store.report(days, agent=agent).to_dict()
 
     @_in_flight
+    def compare(self, by: str, days: int, baseline: str | None, agent: str) -> dict[str, Any]:
+        return self.pipeline.store.compare(by, days, baseline=baseline, agent=agent).to_dict()
+
+    @_in_flight
     def conversation(self, conversation_id: str) -> dict[str, Any]:
         """One conversation; ``UnknownConversation`` (a 404) when the store has no events for it."""
         return self.pipeline.store.existing_conversation(conversation_id).to_dict()

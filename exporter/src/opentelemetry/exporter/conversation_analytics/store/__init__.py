@@ -8,9 +8,10 @@ from opentelemetry.exporter.conversation_analytics.store.base import (
     StoreInUse,
     UnknownConversation,
     check_days,
+    check_dimension,
     parse_days,
 )
-from opentelemetry.exporter.conversation_analytics.store.sql import Schema
+from opentelemetry.exporter.conversation_analytics.store.sql import COMPARE_DIMENSIONS, Schema
 from opentelemetry.exporter.conversation_analytics.store.url import (
     DEFAULT_STORE_URL,
     open_store,
@@ -18,6 +19,7 @@ from opentelemetry.exporter.conversation_analytics.store.url import (
 )
 
 __all__ = [
+    "COMPARE_DIMENSIONS",
     "DEFAULT_STORE_URL",
     "MAX_DAYS",
     "ConversationStore",
@@ -27,6 +29,7 @@ __all__ = [
     "StoreInUse",
     "UnknownConversation",
     "check_days",
+    "check_dimension",
     "open_store",
     "parse_days",
     "resolve_store_url",

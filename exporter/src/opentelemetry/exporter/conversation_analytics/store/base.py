@@ -5,22 +5,27 @@ from __future__ import annotations
 import abc
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
 from opentelemetry.exporter.conversation_analytics.analytics import (
     DEFAULT_DAYS,
     AgentReport,
+    Comparison,
     ConversationDetail,
     DropOff,
+    FunnelStep,
     Report,
+    compare_groups,
     satisfaction,
     summarize,
     summarize_evaluations,
+    survival_curve,
 )
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
-from opentelemetry.exporter.conversation_analytics.store.sql import Schema
+from opentelemetry.exporter.conversation_analytics.stats import SurvivalStep
+from opentelemetry.exporter.conversation_analytics.store.sql import COMPARE_DIMENSIONS, Schema
 
 Params = Mapping[str, Any]
 
@@ -73,6 +78,17 @@ def parse_days(text: str, name: str = "days") -> int:
         # Too many digits to be in range, and int() refuses past 4,300 digits anyway.
         raise ValueError(f"{name} must be between 1 and {MAX_DAYS}, got {stripped:.40}")
     return check_days(int(stripped), name)
+
+
+def check_dimension(value: object, name: str = "by") -> str:
+    """``value`` if ``compare`` can group by it; else a ``ValueError`` naming ``name`` (``--by``
+    on the command line, ``by`` in the API) and listing the accepted values."""
+    if isinstance(value, str) and value in COMPARE_DIMENSIONS:
+        return value
+    accepted = ", ".join(COMPARE_DIMENSIONS)
+    if value is None or value == "":
+        raise ValueError(f"{name} is required: one of {accepted}")
+    raise ValueError(f"{name} must be one of {accepted}; got {value!r:.40}")
 
 
 def insert_token(rows: Sequence[EventRow]) -> str:
@@ -165,23 +181,71 @@ class ConversationStore(abc.ABC):
     def report(
         self, days: int = DEFAULT_DAYS, *, now: datetime | None = None, agent: str = ""
     ) -> Report:
-        """Section 4 over the last ``days`` (optionally one agent), with a per-agent breakdown."""
+        """Section 4 over the last ``days`` (optionally one agent), with a per-agent breakdown
+        and the survival curve, overall and per agent."""
         params = self.window_params(days, now, agent)
         rows = self.select(self.schema.summary(), params)
-        totals = [row for row in rows if _truthy(row["is_total"])]
+        summaries = [row for row in rows if not _truthy(row["is_survival"])]
+        totals = [row for row in summaries if _truthy(row["is_total"])]
         overall = summarize(totals[0]) if totals else summarize(_EMPTY_SUMMARY)
         drop_off = [
             DropOff(turn=None if r["turn"] is None else int(r["turn"]), count=int(r["count"]))
             for r in self.select(self.schema.drop_off(), params)
         ]
-        agents = [
-            AgentReport(agent=str(row["agent"]), **summarize(row))
+        curves = _survival_curves(
+            (key, row)  # per agent, and each agent's counts again for the overall curve
             for row in rows
-            if not _truthy(row["is_total"])
-        ]
+            if _truthy(row["is_survival"])
+            for key in (str(row["agent"]), None)
+        )
+        agents = []
+        for row in summaries:
+            if not _truthy(row["is_total"]):
+                survival, reached = curves.get(str(row["agent"]), ([], []))
+                agents.append(
+                    AgentReport(
+                        agent=str(row["agent"]),
+                        survival=survival,
+                        reached_turn=reached,
+                        **summarize(row),
+                    )
+                )
         evaluations = summarize_evaluations(self.select(self.schema.evaluations(), params))
+        survival, reached = curves.get(None, ([], []))
         return Report(
-            drop_off=drop_off, days=days, agents=agents, evaluations=evaluations, **overall
+            drop_off=drop_off,
+            days=days,
+            agents=agents,
+            evaluations=evaluations,
+            survival=survival,
+            reached_turn=reached,
+            **overall,
+        )
+
+    def compare(
+        self,
+        by: str,
+        days: int = DEFAULT_DAYS,
+        *,
+        baseline: str | None = None,
+        agent: str = "",
+        now: datetime | None = None,
+    ) -> Comparison:
+        """Groups of conversations by ``by`` (a :data:`COMPARE_DIMENSIONS` value) side by
+        side, each with intervals, its survival curve and a test against ``baseline``."""
+        check_dimension(by)
+        params = self.window_params(days, now, agent)
+        rows = self.select(self.schema.compare(by), params)
+        curves = _survival_curves(
+            (str(row["value"]), row) for row in rows if _truthy(row["is_survival"])
+        )
+        return compare_groups(
+            by,
+            days,
+            [row for row in rows if not _truthy(row["is_survival"])],
+            curves,
+            baseline=baseline,
+            agent=agent,
         )
 
     def conversation(self, conversation_id: str) -> ConversationDetail:
@@ -197,6 +261,20 @@ class ConversationStore(abc.ABC):
         if not detail.events:
             raise UnknownConversation(conversation_id)
         return detail
+
+
+def _survival_curves(
+    rows: Iterable[tuple[str | None, Mapping[str, Any]]],
+) -> dict[str | None, tuple[list[SurvivalStep], list[FunnelStep]]]:
+    """Survival curve and funnel per key, from ``(key, row)`` pairs of survival counts (rows
+    whose ``turn`` is NULL, conversations without a user message, are left out)."""
+    counts: dict[str | None, list[tuple[int, bool, int]]] = {}
+    for key, row in rows:
+        if row["turn"] is not None:
+            counts.setdefault(key, []).append(
+                (int(row["turn"]), _truthy(row["turn_abandoned"]), int(row["conversations"]))
+            )
+    return {key: survival_curve(durations) for key, durations in counts.items()}
 
 
 def _truthy(value: Any) -> bool:

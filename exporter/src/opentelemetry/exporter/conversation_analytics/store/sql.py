@@ -148,6 +148,13 @@ ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
     _simple(
         "last_user_turn", "max", "Nullable(Int32)", f"maxIfOrNull(turn, {_is(_E.USER_MESSAGE)})"
     ),
+    # The turn the user left at (the latest abandonment's, which is the one that can stand).
+    _simple(
+        "abandoned_turn",
+        "max",
+        "Nullable(Int32)",
+        f"maxIfOrNull(abandoned_at_turn, {_is(_E.ABANDONED)})",
+    ),
     _simple("had_handoff", "max", "UInt8", f"max(toUInt8({_is(_E.HANDOFF_REQUESTED)}))"),
     _simple("user_id", "max", "String", "max(toString(user_id))"),
     _simple("channel", "max", "String", "max(toString(channel))"),
@@ -209,10 +216,50 @@ _SATISFACTION_TENTHS = """
     10 * positive_feedback
       + multiIf(was_completed AND user_messages <= 3, 9, had_handoff, 3, NOT was_completed, 1, 0)
       + if(user_messages > 2, greatest(0, 8 - greatest(0, toInt64(user_messages) - 3)), 0)"""
-#: One conversation's satisfaction as a ``Decimal128``: 0.5 with no signals.
-SATISFACTION_EXPR: Final = f"""if(({_SATISFACTION_SIGNALS}) = 0,
-    toDecimal128(5, {DECIMAL_SCALE}) / 10,
-    toDecimal128({_SATISFACTION_TENTHS}, {DECIMAL_SCALE}) / (10 * ({_SATISFACTION_SIGNALS})))"""
+
+
+def _satisfaction_power(power: int) -> str:
+    """One conversation's satisfaction (``power`` 1) or its square (2) as a ``Decimal128``:
+    exact integer tenths over ten times the signal count, 0.5 with no signals."""
+    tenths = " * ".join([f"({_SATISFACTION_TENTHS})"] * power)
+    signals = " * ".join([f"(10 * ({_SATISFACTION_SIGNALS}))"] * power)
+    return f"""if(({_SATISFACTION_SIGNALS}) = 0,
+    toDecimal128({5**power}, {DECIMAL_SCALE}) / {10**power},
+    toDecimal128({tenths}, {DECIMAL_SCALE}) / ({signals}))"""
+
+
+SATISFACTION_EXPR: Final = _satisfaction_power(1)
+#: Its square, for the variance behind ``satisfaction_ci``, exact in the same way.
+SATISFACTION_SQUARE_EXPR: Final = _satisfaction_power(2)
+
+
+#: What ``compare --by`` accepts: each a column of :meth:`Schema.conversations_in_window`
+#: (``agent``: the agent of a conversation's first event in the window; the others: the
+#: rollup's value from the conversation's events).
+COMPARE_DIMENSIONS: Final = (
+    "agent",
+    "prompt_version",
+    "agent_version",
+    "request_model",
+    "response_model",
+    "channel",
+)
+
+
+def _dimension(name: str) -> str:
+    """``name`` if it is a :data:`COMPARE_DIMENSIONS` column (the only ones formatted in)."""
+    if name not in COMPARE_DIMENSIONS:
+        raise ValueError(f"not a compare dimension: {name!r:.80}")
+    return name
+
+
+#: A conversation's duration for the survival curve, in user turns: the turn it was abandoned
+#: at when its abandonment stands, else its count of user messages (completed, handed-off and
+#: open conversations are censored there); NULL without a user message (left out). A store
+#: written before ``abandoned_turn`` existed has it NULL for old conversations: they fall back
+#: to their count of user messages (the same turn, unless the agent named an earlier one).
+_SURVIVAL_TURN = """if(user_messages > 0,
+    toInt64(if(was_abandoned = 1 AND abandoned_turn >= 1, abandoned_turn, user_messages)), NULL)"""
 
 
 def check_identifier(name: str) -> str:
@@ -395,11 +442,15 @@ GROUP BY conversation_id
 WHERE {{agent:String}} = '' OR agent = {{agent:String}}"""
 
     def summary(self) -> str:
-        """Section 4 counts over the window, overall (``is_total``) and per agent, in one pass.
+        """Section 4 counts over the window, overall (``is_total``) and per agent, and the
+        survival curve's counts (``is_survival``: conversations per agent, ``turn`` and
+        ``turn_abandoned``; overall is their sum), all in one pass over the rollup.
 
-        Rates are rounded in Python, exactly as PostgreSQL rounds them.
+        Rates are rounded in Python, exactly as PostgreSQL rounds them; the Kaplan-Meier product
+        is taken in Python too.
         """
-        return f"""SELECT agent, grouping(agent) = 1 AS is_total,
+        return f"""SELECT agent, grouping(agent) = 1 AS is_total, grouping(turn) = 0 AS is_survival,
+    turn, was_abandoned AS turn_abandoned,
     count() AS conversations,
     countIf(was_completed = 1) AS completed,
     countIf(was_abandoned = 1) AS abandoned,
@@ -410,9 +461,9 @@ WHERE {{agent:String}} = '' OR agent = {{agent:String}}"""
     sumIf(dateDiff('microsecond', started_at, completed_at),
           started_at IS NOT NULL AND completed_at IS NOT NULL) AS duration_us,
     toString(sum({SATISFACTION_EXPR})) AS satisfaction_sum
-FROM ({self.conversations_in_window()})
-GROUP BY GROUPING SETS ((agent), ())
-ORDER BY is_total DESC, conversations DESC, agent"""
+FROM (SELECT *, {_SURVIVAL_TURN} AS turn FROM ({self.conversations_in_window()}))
+GROUP BY GROUPING SETS ((agent), (), (agent, turn, was_abandoned))
+ORDER BY is_survival, is_total DESC, conversations DESC, agent, turn, turn_abandoned"""
 
     def drop_off(self) -> str:
         """Abandoned events per ``abandoned_at_turn``, most frequent first, top 10.
@@ -442,6 +493,30 @@ WHERE NOT a.abandon_inferred OR l.last_activity IS NULL OR a.timestamp >= l.last
 GROUP BY turn
 ORDER BY count DESC, turn ASC
 LIMIT 10"""
+
+    def compare(self, dimension: str) -> str:
+        """Exact counts per value of ``dimension`` (one of :data:`COMPARE_DIMENSIONS`), largest
+        group first: outcomes, user messages, and the sum and sum of squares of satisfaction
+        (for its mean and interval); and, in the same pass, each group's survival counts
+        (``is_survival``: conversations per ``turn`` and ``turn_abandoned``). Parameters those
+        of :meth:`conversations_in_window`."""
+        column = _dimension(dimension)
+        return f"""SELECT value, grouping(turn) = 0 AS is_survival,
+    turn, was_abandoned AS turn_abandoned,
+    count() AS conversations,
+    countIf(was_completed = 1) AS completed,
+    countIf(was_abandoned = 1) AS abandoned,
+    countIf(had_handoff = 1) AS handoffs,
+    sum(user_messages) AS messages_total,
+    toString(sum(satisfaction)) AS satisfaction_sum,
+    toString(sum(satisfaction_square)) AS satisfaction_squares
+FROM (
+    SELECT *, {column} AS value, {SATISFACTION_EXPR} AS satisfaction,
+        {SATISFACTION_SQUARE_EXPR} AS satisfaction_square, {_SURVIVAL_TURN} AS turn
+    FROM ({self.conversations_in_window()})
+)
+GROUP BY GROUPING SETS ((value), (value, turn, was_abandoned))
+ORDER BY is_survival, conversations DESC, value, turn, turn_abandoned"""
 
     def idle_conversations(self) -> str:
         """Conversations silent since ``idle_before`` with no outcome: abandonment candidates.
