@@ -8,6 +8,7 @@ headline numbers against the product's own report.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import re
@@ -23,6 +24,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from grafana_macros import ALL, VARIABLE_SYNTAX, QueryContext, Selection, prepare
+from opentelemetry.exporter.conversation_analytics import metrics
 from opentelemetry.exporter.conversation_analytics.collector.service import REQUESTS_REJECTED
 from opentelemetry.exporter.conversation_analytics.demo import run_demo
 from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
@@ -279,6 +281,40 @@ def test_json_files_are_what_the_generator_writes(generator: ModuleType) -> None
         assert path.read_text(encoding="utf-8") == rendered[path.name], (
             f"{path.name} is stale: run .venv/bin/python grafana/generate_dashboards.py"
         )
+
+
+def _metric_names() -> set[str]:
+    """Every metric name the exporter and the collector spell."""
+    names = {
+        value
+        for key, value in vars(metrics).items()
+        if key.isupper()
+        and isinstance(value, str)
+        and value.startswith(("agent_", "conversation_analytics_"))
+    }
+    return names | {REQUESTS_REJECTED}
+
+
+def test_dashboard_modules_take_metric_names_from_the_names_module() -> None:
+    """Only ``names.py`` refers to metric names (through the exporter's constants): no dashboard
+    module spells one, so a renamed series cannot leave a panel querying the old name."""
+    metric_names = _metric_names()
+    assert metric_names >= {metrics.STARTED, metrics.BATCH_WRITE_SECONDS, REQUESTS_REJECTED}
+    modules = sorted((GRAFANA / "dashboards_src").glob("*.py"))
+    assert {path.name for path in modules} >= {
+        "names.py", "queries.py", "panels.py", "overview.py", "dropoff.py", "compare.py",
+        "conversations.py", "pipeline.py",
+    }  # fmt: skip
+    for path in [*modules, GRAFANA / "generate_dashboards.py"]:
+        if path.name == "names.py":
+            continue
+        literals = [
+            node.value
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        ]
+        spelled = {name for name in metric_names for text in literals if name in text}
+        assert not spelled, f"{path.name} spells {sorted(spelled)}: take them from names.py"
 
 
 @pytest.mark.parametrize("name", sorted(DASHBOARDS))
