@@ -13,6 +13,7 @@ from opentelemetry.exporter.conversation_analytics.analytics import (
     DropOff,
     satisfaction,
 )
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore
 
@@ -119,8 +120,10 @@ class TestSatisfaction:
             "c", messages=messages, outcome=outcome, handoff=handoff, feedback=feedback
         )
         store.insert(build.rows)
-        assert store.conversation("c").satisfaction == pytest.approx(expected, abs=1e-12)
-        assert store.report(7, now=NOW).avg_satisfaction == round(expected, 3)
+        assert StoreReader(store).conversation("c").satisfaction == pytest.approx(
+            expected, abs=1e-12
+        )
+        assert StoreReader(store).report(7, now=NOW).avg_satisfaction == round(expected, 3)
 
     def test_no_events_is_an_unfinished_conversation(self) -> None:
         """No events at all: the only signal is 'not completed' (0.1), as in the article.
@@ -138,8 +141,8 @@ class TestSatisfaction:
         store.insert(build.rows)
         store.insert(build.rows)
         expected = (0.0 + 0.9) / 2
-        assert store.report(7, now=NOW).avg_satisfaction == round(expected, 3)
-        assert store.conversation("c").satisfaction == expected
+        assert StoreReader(store).report(7, now=NOW).avg_satisfaction == round(expected, 3)
+        assert StoreReader(store).conversation("c").satisfaction == expected
 
 
 # ---- the report ----------------------------------------------------------------------------
@@ -155,7 +158,7 @@ class TestReport:
         build.conversation("e", messages=1, outcome="abandoned", abandoned_at=1, handoff=True)
         build.conversation("f", messages=2, outcome=None, handoff=True)
         store.insert(build.rows)
-        report = store.report(7, now=NOW)
+        report = StoreReader(store).report(7, now=NOW)
         assert report.total_conversations == 6
         assert report.completion_rate == 33.3  # 2/6
         assert report.abandonment_rate == 50.0  # 3/6
@@ -173,7 +176,7 @@ class TestReport:
                 f"c{i}", messages=0 if i else 4, outcome="completed" if i == 0 else None
             )
         store.insert(build.rows)
-        report = store.report(7, now=NOW)
+        report = StoreReader(store).report(7, now=NOW)
         assert report.completion_rate == 6.3
         assert report.avg_turns == 0.3  # 4/16 = 0.25 -> 0.3
 
@@ -191,7 +194,7 @@ class TestReport:
         for i in range(0, len(build.rows), 7):  # several parts, merged in no set order
             store.insert(build.rows[i : i + 7])
         scores = [
-            Fraction(store.conversation(f"c{i}").satisfaction).limit_denominator(100)
+            Fraction(StoreReader(store).conversation(f"c{i}").satisfaction).limit_denominator(100)
             for i in range(80)
         ]
         exact = sum(scores, Fraction()) / len(scores)
@@ -199,7 +202,9 @@ class TestReport:
         half_up = (Decimal(exact.numerator) / exact.denominator).quantize(
             Decimal("0.001"), ROUND_HALF_UP
         )
-        assert {store.report(7, now=NOW).avg_satisfaction for _ in range(3)} == {float(half_up)}
+        assert {StoreReader(store).report(7, now=NOW).avg_satisfaction for _ in range(3)} == {
+            float(half_up)
+        }
 
     def test_duplicate_terminal_events(self, store: ConversationStore, build: Builder) -> None:
         """Two completed events count one completed conversation; duration uses the last."""
@@ -208,7 +213,7 @@ class TestReport:
         build.add("d", "abandoned", timedelta(hours=3), abandoned_at_turn=2)
         build.add("d", "abandoned", timedelta(hours=2), abandoned_at_turn=2)
         store.insert(build.rows)
-        report = store.report(7, now=NOW)
+        report = StoreReader(store).report(7, now=NOW)
         assert report.total_conversations == 2
         assert report.completion_rate == 50.0
         assert report.avg_duration_seconds == 30
@@ -221,7 +226,7 @@ class TestReport:
         build.conversation("no-start", messages=2, started=False)
         build.conversation("no-end", messages=3, outcome=None)
         store.insert(build.rows)
-        report = store.report(7, now=NOW)
+        report = StoreReader(store).report(7, now=NOW)
         assert report.total_conversations == 2
         assert report.completion_rate == 50.0
         assert report.abandonment_rate == 0.0
@@ -238,17 +243,17 @@ class TestReport:
         build.add("straddle", "user_message", edge - timedelta(minutes=5))
         build.add("straddle", "completed", edge - timedelta(hours=2))
         store.insert(build.rows)
-        report = store.report(7, now=NOW)
+        report = StoreReader(store).report(7, now=NOW)
         # "straddle" counts, but its start is outside the window: no duration for it.
         assert report.total_conversations == 2
         assert report.completion_rate == 100.0
         assert report.avg_turns == 0.5
         assert report.avg_duration_seconds == 20 * 60 - 0  # only "inside" is timed
-        assert store.report(8, now=NOW).total_conversations == 3
+        assert StoreReader(store).report(8, now=NOW).total_conversations == 3
 
     def test_empty_window(self, store: ConversationStore) -> None:
         """No data: zero conversations and NULL-like rates, as the article's SQL."""
-        report = store.report(7, now=NOW)
+        report = StoreReader(store).report(7, now=NOW)
         assert report.total_conversations == 0
         assert report.completion_rate is None
         assert report.avg_duration_seconds is None
@@ -273,14 +278,14 @@ class TestReport:
         build.conversation(cid, messages=2)
         build.conversation("other", messages=1)
         store.insert(build.rows)
-        detail = store.conversation(cid)
+        detail = StoreReader(store).conversation(cid)
         assert [e["event_type"] for e in detail.events] == [
             "started",
             "user_message",
             "user_message",
             "completed",
         ]
-        assert store.report(7, now=NOW).total_conversations == 2
+        assert StoreReader(store).report(7, now=NOW).total_conversations == 2
         assert store.count_events() == len(build.rows)
 
     def test_per_agent_breakdown(self, store: ConversationStore, build: Builder) -> None:
@@ -289,12 +294,12 @@ class TestReport:
         build.conversation("a2", messages=2, agent="alpha", outcome="abandoned")
         build.conversation("b1", messages=4, agent="beta")
         store.insert(build.rows)
-        report = store.report(7, now=NOW)
+        report = StoreReader(store).report(7, now=NOW)
         by_agent = {a.agent: a for a in report.agents}
         assert by_agent["alpha"].total_conversations == 2
         assert by_agent["alpha"].completion_rate == 50.0
         assert by_agent["beta"].avg_turns == 4.0
-        only_beta = store.report(7, now=NOW, agent="beta")
+        only_beta = StoreReader(store).report(7, now=NOW, agent="beta")
         assert only_beta.total_conversations == 1
         assert only_beta.completion_rate == 100.0
 
@@ -304,4 +309,4 @@ class TestReport:
         build.add("c", "user_message", timedelta(hours=1) - timedelta(seconds=5), rephrase=True)
         build.add("c", "user_message", timedelta(hours=1) - timedelta(seconds=9), rephrase=False)
         store.insert(build.rows)
-        assert store.report(7, now=NOW).rephrase_rate == 33.3
+        assert StoreReader(store).report(7, now=NOW).rephrase_rate == 33.3

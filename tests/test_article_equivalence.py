@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 
 from opentelemetry.exporter.conversation_analytics.analytics import Report
 from opentelemetry.exporter.conversation_analytics.importer import row_from_record
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore
 from opentelemetry.instrumentation.conversation.pseudonymize import UserIdPseudonymizer
 from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
@@ -527,7 +528,7 @@ def test_report_equals_article_metrics(
 ) -> None:
     """Every report number equals the article's metrics query, NULLs included."""
     expected = _article_numbers(article_db, scenario)
-    got = _product_numbers(product.report(DAYS, now=scenario.now))
+    got = _product_numbers(StoreReader(product).report(DAYS, now=scenario.now))
     assert got == expected
     if scenario.shape == "stale":
         assert expected == (0, None, None, None, None, None)
@@ -542,7 +543,7 @@ def test_drop_off_equals_article_query(
     params = {"now": scenario.now, "days": DAYS}
     expected = [(t, int(c)) for t, c in article_db.execute(ARTICLE_DROP_OFF_SQL, params)]
     every_turn = dict(article_db.execute(ARTICLE_DROP_OFF_SQL.replace("LIMIT 10", ""), params))
-    got = [(d.turn, d.count) for d in product.report(DAYS, now=scenario.now).drop_off]
+    got = [(d.turn, d.count) for d in StoreReader(product).report(DAYS, now=scenario.now).drop_off]
     # The article's LIMIT 10 picks arbitrarily among turns tied at the cut: the counts must agree,
     # and each of ours must be a real turn with its real count.
     assert [c for _, c in _drop_off_order(got)] == [c for _, c in _drop_off_order(expected)]
@@ -564,7 +565,7 @@ def test_satisfaction_equals_article_function(
     mismatches = {}
     for cid in dict.fromkeys(sample):
         expected = article_satisfaction(article_db, cid)
-        detail = product.conversation(cid)
+        detail = StoreReader(product).conversation(cid)
         stored = article_db.execute(
             "SELECT COUNT(*) FROM conversation_events WHERE conversation_id = %s", (cid,)
         ).fetchone()

@@ -20,6 +20,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from collector_process import CLI_MODULE, LOOPBACK, clean_env
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.store import open_store
 from opentelemetry.instrumentation.conversation import ConversationEvent, semconv
 
@@ -198,7 +199,7 @@ class TestSigtermCycles:
             stored = {
                 event["event_id"]
                 for cid in {event.rsplit("-", 1)[0] for event in acknowledged}
-                for event in store.conversation(cid).events
+                for event in StoreReader(store).conversation(cid).events
             }
         finally:
             store.close()

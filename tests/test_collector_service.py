@@ -47,6 +47,7 @@ from opentelemetry.exporter.conversation_analytics.collector.service import (
     Status,
 )
 from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store import MAX_DAYS, ConversationStore
 from opentelemetry.instrumentation.conversation import semconv
@@ -109,10 +110,14 @@ class TestAbandonmentInference:
         assert sweeper_factory().sweep() == 0
         clock.now = last + IDLE + timedelta(seconds=1)
         assert sweeper_factory().sweep() == 1
-        (event,) = [e for e in store.conversation("quiet").events if e["event_type"] == "abandoned"]
+        (event,) = [
+            e
+            for e in StoreReader(store).conversation("quiet").events
+            if e["event_type"] == "abandoned"
+        ]
         assert event["abandon_inferred"] is True
         assert event["abandoned_at_turn"] == 3
-        report = store.report(7, now=clock.now)
+        report = StoreReader(store).report(7, now=clock.now)
         assert report.abandonment_rate == 100.0
         assert [(d.turn, d.count) for d in report.drop_off] == [(3, 1)]
 
@@ -146,9 +151,9 @@ class TestAbandonmentInference:
         replica_a.pipeline.submit(candidates_a, "inference")
         replica_b.pipeline.submit(candidates_b, "inference")  # the race both replicas can have
         assert sweeper_factory().sweep() == 0  # after a restart: nothing new to infer
-        events = store.conversation("quiet").events
+        events = StoreReader(store).conversation("quiet").events
         assert sum(e["event_type"] == "abandoned" for e in events) == 1
-        report = store.report(7, now=clock.now)
+        report = StoreReader(store).report(7, now=clock.now)
         assert report.total_conversations == 1
         assert [(d.turn, d.count) for d in report.drop_off] == [(2, 1)]
 
@@ -178,9 +183,9 @@ class TestAbandonmentInference:
             thread.join(timeout=60)
         assert len(inferred) == 4 and sum(inferred) >= 20  # each saw them; duplicates collapse
         for index in range(20):
-            events = store.conversation(f"idle-{index}").events
+            events = StoreReader(store).conversation(f"idle-{index}").events
             assert sum(e["event_type"] == "abandoned" for e in events) == 1
-        report = store.report(7, now=clock.now)
+        report = StoreReader(store).report(7, now=clock.now)
         assert (report.total_conversations, report.abandonment_rate) == (20, 100.0)
         assert sum(d.count for d in report.drop_off) == 20
         assert sweeper_factory().sweep() == 0
@@ -195,16 +200,16 @@ class TestAbandonmentInference:
         last = _talk(store, "back", T0, turns=1)
         clock.now = last + 2 * IDLE
         sweeper_factory().sweep()
-        assert store.report(7, now=clock.now).abandonment_rate == 100.0
+        assert StoreReader(store).report(7, now=clock.now).abandonment_rate == 100.0
         returned = clock.now + timedelta(minutes=5)
         store.insert([_event("back", "user_message", returned, turn=2)])
-        report = store.report(7, now=returned)
+        report = StoreReader(store).report(7, now=returned)
         assert report.abandonment_rate == 0.0
         assert report.drop_off == []
         store.insert([_event("back", "completed", returned + timedelta(minutes=1))])
         clock.now = returned + 3 * IDLE
         assert sweeper_factory().sweep() == 0
-        report = store.report(7, now=clock.now)
+        report = StoreReader(store).report(7, now=clock.now)
         assert (report.completion_rate, report.abandonment_rate) == (100.0, 0.0)
 
     def test_silent_again_is_inferred_again(
@@ -221,7 +226,7 @@ class TestAbandonmentInference:
         store.insert([_event("twice", "user_message", returned, turn=2)])
         clock.now = returned + 2 * IDLE
         assert sweeper_factory().sweep() == 1
-        report = store.report(7, now=clock.now)
+        report = StoreReader(store).report(7, now=clock.now)
         assert report.abandonment_rate == 100.0
         assert [(d.turn, d.count) for d in report.drop_off] == [(2, 1)]
 
@@ -235,12 +240,15 @@ class TestAbandonmentInference:
         sweeper.start()
         try:
             for _ in range(200):
-                if any(e["event_type"] == "abandoned" for e in store.conversation("auto").events):
+                if any(
+                    e["event_type"] == "abandoned"
+                    for e in StoreReader(store).conversation("auto").events
+                ):
                     break
                 sweeper._stop.wait(0.05)
         finally:
             sweeper.stop()
-        assert store.report(7, now=clock.now).abandonment_rate == 100.0
+        assert StoreReader(store).report(7, now=clock.now).abandonment_rate == 100.0
 
 
 # ---- durability and backpressure -----------------------------------------------------------
@@ -539,9 +547,9 @@ class TestTls:
                 _post(running.ports["http"], _trace_request("plain", 1))  # no TLS: refused
         finally:
             running.stop()
-        assert len(store.conversation("over-grpc").events) == 1
-        assert len(store.conversation("over-http").events) == 1
-        assert store.conversation("plain").events == []
+        assert len(StoreReader(store).conversation("over-grpc").events) == 1
+        assert len(StoreReader(store).conversation("over-http").events) == 1
+        assert StoreReader(store).conversation("plain").events == []
 
 
 @contextmanager
@@ -600,7 +608,9 @@ class TestFeedbackApi:
             status, document = self._post(api, body)
             assert status == 202, document
         ratings = [
-            e for e in store.conversation("rated").events if e["event_type"] == "feedback_received"
+            e
+            for e in StoreReader(store).conversation("rated").events
+            if e["event_type"] == "feedback_received"
         ]
         assert len(ratings) == 1
         assert (ratings[0]["feedback_rating"], ratings[0]["agent_name"]) == ("negative", "bot")
@@ -627,7 +637,7 @@ class TestFeedbackApi:
         got, document = self._post(api, body, token)
         assert got == status, document
         assert "error" in document
-        events = store.conversation("rated").events
+        events = StoreReader(store).conversation("rated").events
         assert not [e for e in events if e["event_type"] == "feedback_received"]
 
 

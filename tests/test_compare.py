@@ -32,6 +32,7 @@ from opentelemetry.exporter.conversation_analytics.analytics import (
 from opentelemetry.exporter.conversation_analytics.collector.client import ENV_AUTH_TOKEN
 from opentelemetry.exporter.conversation_analytics.collector.config import CollectorConfig
 from opentelemetry.exporter.conversation_analytics.collector.run import start_collector
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.store import (
     COMPARE_DIMENSIONS,
     ConversationStore,
@@ -287,14 +288,14 @@ class TestCompareOnTheStore:
         """For every ``--by``, each group's rates, intervals, test and curve equal the
         reference libraries' on that group's planned conversations."""
         if by == "agent_version":  # not planned: one group of everything, valued ''
-            assert [g.value for g in filled.compare(by).groups] == [""]
+            assert [g.value for g in StoreReader(filled).compare(by).groups] == [""]
             return
-        assert_matches_references(filled.compare(by).to_dict(), by, PLANS)
+        assert_matches_references(StoreReader(filled).compare(by).to_dict(), by, PLANS)
 
     def test_named_baseline_and_agent_filter(self, filled: ConversationStore) -> None:
         """``baseline`` picks the group tested against; ``agent`` keeps one agent's
         conversations (v3 is a research-only group below the minimum sample)."""
-        comparison = filled.compare("prompt_version", baseline="v3", agent="research")
+        comparison = StoreReader(filled).compare("prompt_version", baseline="v3", agent="research")
         research = [plan for plan in PLANS if plan.agent == "research"]
         assert_matches_references(comparison.to_dict(), "prompt_version", research, "v3")
         assert comparison.agent == "research"
@@ -308,13 +309,13 @@ class TestCompareOnTheStore:
             *(Plan(f"s{i}", 2, "abandoned", dims={"channel": "sms"}) for i in range(small)),
         ]
         store.insert(rows(plans, START))
-        comparison = store.compare("channel").to_dict()
+        comparison = StoreReader(store).compare("channel").to_dict()
         assert_matches_references(comparison, "channel", plans)
         versus = comparison["groups"][1]["vs_baseline"]
         assert versus["completion_p_value"] < 1e-10
         assert (versus["significant"], versus["note"]) == (False, TOO_FEW_NOTE)
         store.insert(rows([Plan("s-last", 2, "abandoned", dims={"channel": "sms"})], START))
-        versus = store.compare("channel").to_dict()["groups"][1]["vs_baseline"]
+        versus = StoreReader(store).compare("channel").to_dict()["groups"][1]["vs_baseline"]
         assert (versus["significant"], versus["note"]) == (True, None)
 
     def test_unknown_baseline_is_an_error_naming_the_values(
@@ -322,22 +323,22 @@ class TestCompareOnTheStore:
     ) -> None:
         """A baseline with no conversations is a ValueError that lists the values there are."""
         with pytest.raises(ValueError, match=r"baseline 'v9' has no conversations.*'v1', 'v2'"):
-            filled.compare("prompt_version", baseline="v9")
+            StoreReader(filled).compare("prompt_version", baseline="v9")
 
     def test_duplicate_writes_count_once(self, filled: ConversationStore) -> None:
         """The same batch written again (a retry) changes nothing."""
-        before = filled.compare("prompt_version").to_dict()
+        before = StoreReader(filled).compare("prompt_version").to_dict()
         filled.insert(rows(PLANS, START))
-        assert filled.compare("prompt_version").to_dict() == before
+        assert StoreReader(filled).compare("prompt_version").to_dict() == before
 
     def test_round_trips_through_json(self, filled: ConversationStore) -> None:
         """``Comparison.from_dict`` inverts ``to_dict`` (what the collector client relies on)."""
-        comparison = filled.compare("request_model")
+        comparison = StoreReader(filled).compare("request_model")
         assert Comparison.from_dict(json.loads(json.dumps(comparison.to_dict()))) == comparison
 
     def test_empty_window_has_no_groups(self, store: ConversationStore) -> None:
         """No conversations: no groups and no baseline, not an error."""
-        comparison = store.compare("channel")
+        comparison = StoreReader(store).compare("channel")
         assert (comparison.groups, comparison.baseline) == ([], None)
 
 

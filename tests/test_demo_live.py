@@ -10,6 +10,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.exporter.conversation_analytics.collector.config import CollectorConfig
 from opentelemetry.exporter.conversation_analytics.collector.run import start_collector
 from opentelemetry.exporter.conversation_analytics.demo import run_live
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore
 
 
@@ -35,6 +36,6 @@ def test_live_fleet_reaches_the_collector(
     finally:
         running.stop()
     assert simulated > 5
-    report = store.report(1)
+    report = StoreReader(store).report(1)
     assert report.total_conversations == simulated
     assert {agent.agent for agent in report.agents} <= {"support-bot", "research-assistant"}

@@ -22,7 +22,9 @@ from opentelemetry.exporter.conversation_analytics.collector.otlp import rows_fr
 from opentelemetry.exporter.conversation_analytics.derive import derive_rows
 from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
 from opentelemetry.exporter.conversation_analytics.extract import rows_from_spans
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore
+from opentelemetry.exporter.conversation_analytics.store.base import window_params
 from opentelemetry.instrumentation.conversation import (
     ConversationEvent,
     ConversationTracker,
@@ -41,7 +43,7 @@ def _events(
     store: ConversationStore, exporter: ConversationAnalyticsExporter, cid: str
 ) -> list[dict[str, Any]]:
     assert exporter.force_flush()
-    return store.conversation(cid).events
+    return StoreReader(store).conversation(cid).events
 
 
 def _kinds(events: list[dict[str, Any]]) -> list[str]:
@@ -259,12 +261,12 @@ class TestNoDoubleCounting:
         self._mixed_conversation(instrumented, tracker)
         events = _events(store, exporter, "c-mixed")
         assert sum(e["event_type"] == "user_message" for e in events) == 6  # both are stored
-        report = store.report()
+        report = StoreReader(store).report()
         assert report.total_conversations == 1
         assert report.avg_turns == 3.0
         assert report.completion_rate == 100.0
         # 3 user messages, completed: (0.9 + 0.8) / 2, as if only explicit events existed.
-        assert store.conversation("c-mixed").satisfaction == pytest.approx(0.85)
+        assert StoreReader(store).conversation("c-mixed").satisfaction == pytest.approx(0.85)
         assert report.avg_satisfaction == pytest.approx(0.85)
 
     def test_prometheus_counts_explicit_events_once(
@@ -292,7 +294,7 @@ class TestNoDoubleCounting:
             _agent_turns(instrumented, 4)
             conv.complete()
         assert exporter.force_flush()
-        report = store.report()
+        report = StoreReader(store).report()
         assert (report.total_conversations, report.avg_turns) == (1, 4.0)
         assert report.completion_rate == 100.0
         assert report.avg_duration_seconds is not None
@@ -318,7 +320,7 @@ class TestNoDoubleCounting:
         exporter.export(finished)
         assert exporter.force_flush()
         assert store.count_events() == 6
-        assert store.report().avg_turns == 2.0
+        assert StoreReader(store).report().avg_turns == 2.0
 
 
 _VALUES = st.one_of(
@@ -434,7 +436,7 @@ class TestReviewScenarios:
             tracker.record(event_type=E.TOOL_CALLED, tool_name="t")
             span.set_status(Status(StatusCode.ERROR))
         assert exporter.force_flush()
-        [row] = store.select(store.schema.conversations_in_window(), store.window_params(7, None))
+        [row] = store.select(store.schema.conversations_in_window(), window_params(7, None))
         assert (int(row["tool_calls"]), int(row["tool_errors"])) == (1, 0)
 
     def test_instrumentation_user_ids_are_pseudonymised_in_the_agent(

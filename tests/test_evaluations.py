@@ -32,6 +32,7 @@ from opentelemetry.exporter.conversation_analytics.evaluations import (
     feedback_rating,
 )
 from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore
 from opentelemetry.instrumentation.conversation import ConversationEvent, semconv
@@ -159,7 +160,7 @@ class TestThroughTheExporter:
                 _evaluation("toxicity", label="safe"),
             ],
         )
-        events = store.conversation("c1").events
+        events = StoreReader(store).conversation("c1").events
         evaluations = [e for e in events if e["event_type"] == semconv.EVALUATION_EVENT_TYPE]
         assert sorted((e["evaluation_name"], e["evaluation_score"]) for e in evaluations) == [
             ("relevance", 0.3),
@@ -170,7 +171,7 @@ class TestThroughTheExporter:
         assert all(e["agent_name"] == "support" and e["user_id"] == "" for e in evaluations)
         assert "SECRET-ORDER-77" not in repr(events) and "alice" not in repr(events)
 
-        report = store.report(7, now=NOW)
+        report = StoreReader(store).report(7, now=NOW)
         by_name = {entry.name: entry for entry in report.evaluations}
         relevance = by_name["relevance"]
         assert relevance.evaluations == 3
@@ -182,7 +183,7 @@ class TestThroughTheExporter:
         assert [(g.agent, g.evaluations) for g in relevance.by_agent] == [("support", 3)]
         assert by_name["toxicity"].mean_score is None
         # Not feedback: satisfaction is the article's for a one-turn completed conversation.
-        assert store.conversation("c1").satisfaction == pytest.approx(0.9)
+        assert StoreReader(store).conversation("c1").satisfaction == pytest.approx(0.9)
         assert report.total_conversations == 1
 
     @pytest.mark.parametrize(
@@ -210,8 +211,10 @@ class TestThroughTheExporter:
         expected = satisfaction_score(
             positive=positive, negative=negative, user_messages=1, completed=True, handoff=False
         )
-        assert store.conversation("rated").satisfaction == pytest.approx(expected)
-        assert store.report(7, now=NOW).avg_satisfaction == pytest.approx(round(expected, 3))
+        assert StoreReader(store).conversation("rated").satisfaction == pytest.approx(expected)
+        assert StoreReader(store).report(7, now=NOW).avg_satisfaction == pytest.approx(
+            round(expected, 3)
+        )
         for rating, count in (("positive", positive), ("negative", negative)):
             value = registry.get_sample_value(
                 "agent_conversation_feedback_total", {"agent": "support", "rating": rating}
@@ -243,7 +246,7 @@ class TestThroughTheExporter:
         exporter = ConversationAnalyticsExporter(store, registry=CollectorRegistry())
         exporter.export([span])  # type: ignore[list-item]
         exporter.shutdown()
-        rows = store.conversation("again").events
+        rows = StoreReader(store).conversation("again").events
         assert [e["evaluation_name"] for e in rows] == ["groundedness"]
         assert (
             registry.get_sample_value(
@@ -271,7 +274,7 @@ class TestThroughTheExporter:
                 ),
             ]
         )
-        assert store.report(7, now=NOW).abandonment_rate == 100.0
+        assert StoreReader(store).report(7, now=NOW).abandonment_rate == 100.0
 
 
 @pytest.fixture
@@ -327,7 +330,7 @@ class TestThroughTheCollector:
         logger_provider.force_flush()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            events = store.conversation("otlp").events
+            events = StoreReader(store).conversation("otlp").events
             if sum(e["event_type"] == semconv.EVALUATION_EVENT_TYPE for e in events) == 3:
                 break
             time.sleep(0.05)
@@ -341,13 +344,15 @@ class TestThroughTheCollector:
         assert names == ["relevance", "relevance", "user_feedback"]
         ratings = [e["feedback_rating"] for e in events if e["event_type"] == "feedback_received"]
         assert ratings == ["negative"]
-        detail = store.conversation("otlp")
+        detail = StoreReader(store).conversation("otlp")
         assert detail.satisfaction == pytest.approx(
             satisfaction_score(
                 positive=0, negative=1, user_messages=1, completed=True, handoff=False
             )
         )
-        relevance = next(e for e in store.report(7, now=NOW).evaluations if e.name == "relevance")
+        relevance = next(
+            e for e in StoreReader(store).report(7, now=NOW).evaluations if e.name == "relevance"
+        )
         assert (relevance.evaluations, relevance.mean_score) == (2, 0.75)
 
     def test_log_record_for_an_unknown_trace_is_a_counted_rejection(

@@ -19,6 +19,7 @@ from faults import FlakyStore
 from opentelemetry.exporter.conversation_analytics import metrics as m
 from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
 from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline, Outcome
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore
 from opentelemetry.instrumentation.conversation import (
@@ -71,7 +72,7 @@ class TestRows:
     ) -> None:
         """Every recorded event is stored with its attributes, trace and span ids, and service."""
         assert exporter.export(recorded_spans) is SpanExportResult.SUCCESS
-        events = store.conversation("a").events
+        events = StoreReader(store).conversation("a").events
         span = next(s for s in recorded_spans if s.name == "conversation-a")
         assert [e["event_type"] for e in events] == [
             "started",
@@ -106,10 +107,18 @@ class TestRows:
     ) -> None:
         """Exporting the same spans twice leaves every stored number and counter as it was."""
         exporter.export(recorded_spans)
-        first = (store.report(7), store.conversation("a"), store.count_events())
+        first = (
+            StoreReader(store).report(7),
+            StoreReader(store).conversation("a"),
+            store.count_events(),
+        )
         started = _value(registry, m.STARTED + "_total")
         exporter.export(recorded_spans)
-        assert (store.report(7), store.conversation("a"), store.count_events()) == first
+        assert (
+            StoreReader(store).report(7),
+            StoreReader(store).conversation("a"),
+            store.count_events(),
+        ) == first
         assert _value(registry, m.STARTED + "_total") == started == 2
         assert _value(registry, m.EVENTS_DUPLICATE + "_total") == 17
 
@@ -120,9 +129,17 @@ class TestRows:
     ) -> None:
         """A second process (no shared memory) re-sending the same spans changes no number."""
         ConversationAnalyticsExporter(store).export(recorded_spans)
-        first = (store.report(7), store.conversation("b"), store.count_events())
+        first = (
+            StoreReader(store).report(7),
+            StoreReader(store).conversation("b"),
+            store.count_events(),
+        )
         ConversationAnalyticsExporter(store).export(recorded_spans)
-        assert (store.report(7), store.conversation("b"), store.count_events()) == first
+        assert (
+            StoreReader(store).report(7),
+            StoreReader(store).conversation("b"),
+            store.count_events(),
+        ) == first
 
     def test_event_without_conversation_id_is_counted(
         self, exporter: ConversationAnalyticsExporter, registry: CollectorRegistry
@@ -347,7 +364,7 @@ class TestAbandonmentInference:
         tracker.record("finished", "u", ConversationEvent.COMPLETED, timestamp=past)
 
         def abandoned(cid: str) -> list[dict[str, object]]:
-            events = store.conversation(cid).events
+            events = StoreReader(store).conversation(cid).events
             return [e for e in events if e["event_type"] == "abandoned"]
 
         try:

@@ -28,6 +28,7 @@ import framework_agents as fa
 from conftest import TEST_USER_ID_KEY
 from openai_stub import MODEL_SUFFIX, OpenAIStub
 from opentelemetry.exporter.conversation_analytics.collector.otlp import rows_from_traces
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore
 from opentelemetry.instrumentation.conversation import environment_variables as env
@@ -145,7 +146,7 @@ class TestMatrix:
         """The report: 5 conversations, 3.0 turns, 80% completion, 5 tool calls; no raw user
         id in any stored column."""
         store.insert(outcome.collector_rows)
-        report = store.report()
+        report = StoreReader(store).report()
         assert report.total_conversations == fa.CONVERSATIONS
         assert report.avg_turns == 3.0
         assert report.completion_rate == 80.0

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from openai_stub import OpenAIStub
 from opentelemetry.exporter.conversation_analytics import metrics as m
 from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore
 from opentelemetry.instrumentation.conversation import conversation
 from pydantic_ai_agent import AGENT_NAME, MODEL_NAME, run_conversation
@@ -71,7 +72,7 @@ class TestOpenAI:
             conv.complete()
         assert history[-1]["content"] == "Echo: thanks"  # the stub really answered
         assert exporter.force_flush()
-        events = store.conversation("c-openai").events
+        events = StoreReader(store).conversation("c-openai").events
         assert [e["turn"] for e in _by_type(events, "user_message")] == [1, 2, 3]
         responses = _by_type(events, "agent_response")
         assert len(responses) == 3
@@ -82,7 +83,7 @@ class TestOpenAI:
         assert len(_by_type(events, "started")) == 1
         assert len(_by_type(events, "completed")) == 1
         assert {e["agent_name"] for e in events} == {"support-bot"}
-        report = store.report()
+        report = StoreReader(store).report()
         assert (report.total_conversations, report.avg_turns, report.completion_rate) == (
             1,
             3.0,
@@ -102,7 +103,7 @@ class TestOpenAI:
                 model=REQUEST_MODEL, messages=[{"role": "user", "content": "FAIL please"}]
             )
         assert exporter.force_flush()
-        [response] = _by_type(store.conversation("c-fail").events, "agent_response")
+        [response] = _by_type(StoreReader(store).conversation("c-fail").events, "agent_response")
         assert "InternalServerError" in response["error_type"]
 
     def test_streamed_answers_are_turns(
@@ -125,7 +126,7 @@ class TestOpenAI:
                 )
                 assert answer == f"Echo: {text}"
         assert exporter.force_flush()
-        events = store.conversation("c-stream").events
+        events = StoreReader(store).conversation("c-stream").events
         assert [e["turn"] for e in _by_type(events, "user_message")] == [1, 2]
         responses = _by_type(events, "agent_response")
         assert {e["response_model"] for e in responses} == {REQUEST_MODEL + "-2024-08-06"}
@@ -148,14 +149,14 @@ class TestPydanticAI:
             conv.complete()
         assert answers[1] == "Here is what I found: Order 12345 shipped yesterday."
         assert exporter.force_flush()
-        detail = store.conversation("c-pai")
+        detail = StoreReader(store).conversation("c-pai")
         events = detail.events
         assert [e["turn"] for e in _by_type(events, "user_message")] == [1, 2, 3]
         [tool] = _by_type(events, "tool_called")
         assert (tool["tool_name"], tool["turn"]) == ("lookup_order", 2)
         assert {e["response_model"] for e in _by_type(events, "agent_response")} == {MODEL_NAME}
         assert {e["agent_name"] for e in events} == {AGENT_NAME}
-        assert store.report().total_conversations == 1
+        assert StoreReader(store).report().total_conversations == 1
         # 3 messages, completed, positive: (1.0 + 0.9 + 0.8) / 3
         assert detail.satisfaction == pytest.approx(0.9)
 
@@ -168,7 +169,7 @@ class TestPydanticAI:
         """An agent that only passes its conversation id to the framework gets the turns."""
         run_conversation(instrumented, list(self.TURNS), conversation_id="c-native")
         assert exporter.force_flush()
-        report = store.report()
+        report = StoreReader(store).report()
         assert (report.total_conversations, report.avg_turns) == (1, 3.0)
-        events = store.conversation("c-native").events
+        events = StoreReader(store).conversation("c-native").events
         assert len(_by_type(events, "tool_called")) == 1

@@ -16,6 +16,7 @@ import pytest
 
 from opentelemetry.exporter.conversation_analytics.importer import ImportResult, import_lines
 from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.rows import MAX_ID_LENGTH
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store
 from opentelemetry.instrumentation.conversation import semconv
@@ -178,7 +179,7 @@ def pseudonymize() -> UserIdPseudonymizer:
 
 def report_numbers(store: ConversationStore) -> dict[str, Any]:
     """The SPEC keys of the store's report (what a re-import must leave unchanged)."""
-    data = store.report(7).to_dict()
+    data = StoreReader(store).report(7).to_dict()
     return {key: data[key] for key in FLEET_REPORT}
 
 
@@ -281,11 +282,11 @@ def test_user_ids_are_pseudonymised(
         )
     ]
     import_lines(jsonl(records), pipeline, pseudonymize)
-    stored = [event["user_id"] for event in store.conversation("pc").events]
+    stored = [event["user_id"] for event in StoreReader(store).conversation("pc").events]
     assert stored == [pseudonymize(user) for user in raw]
     assert stored[0] == stored[1] != stored[2]
     assert not set(raw) & set(stored)
-    dump = json.dumps(store.conversation("pc").to_dict())
+    dump = json.dumps(StoreReader(store).conversation("pc").to_dict())
     assert "alice" not in dump
     assert "bob" not in dump
 
@@ -304,11 +305,11 @@ def test_hostile_ids_round_trip(
     ]
     result = import_lines(jsonl(records), pipeline, pseudonymize)
     assert (result.imported, result.skipped) == (2, 0)
-    detail = store.conversation(hostile)
+    detail = StoreReader(store).conversation(hostile)
     assert detail.conversation_id == hostile
     assert [e["event_id"] for e in detail.events] == [hostile, hostile[:-1] + "!"]
     assert detail.events[1]["attributes"] == {"extra": hostile}
-    report = store.report(7)
+    report = StoreReader(store).report(7)
     assert (report.total_conversations, report.completion_rate) == (1, 100.0)
     assert report.avg_duration_seconds == 30
 
@@ -328,8 +329,8 @@ def test_ids_differing_only_in_escapes_stay_apart(
     records = [record(cid, "started", n, event_id=f"e{n}") for n, cid in enumerate(pair)]
     import_lines(jsonl(records), pipeline, pseudonymize)
     for n, cid in enumerate(pair):
-        assert [e["event_id"] for e in store.conversation(cid).events] == [f"e{n}"]
-    assert store.report(7).total_conversations == 2
+        assert [e["event_id"] for e in StoreReader(store).conversation(cid).events] == [f"e{n}"]
+    assert StoreReader(store).report(7).total_conversations == 2
 
 
 # Known bug (reported): timestamps Python parses but the store's text format cannot hold (before

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore
 from opentelemetry.instrumentation.conversation import (
     ConversationEvent,
@@ -456,10 +457,10 @@ class TestTracker:
         tracker = ConversationTracker(provider, agent_name="bot", rephrase_detector=detector)
         for text in (CANCEL, CANCEL_AGAIN, "thanks"):
             tracker.record("t4", "u", ConversationEvent.USER_MESSAGE, message=text)
-        report = store.report(7)
+        report = StoreReader(store).report(7)
         assert report.rephrase_rate == pytest.approx(33.3)
         assert [(a.agent, a.rephrase_rate) for a in report.agents] == [("bot", 33.3)]
-        detail = store.conversation("t4")
+        detail = StoreReader(store).conversation("t4")
         flags = [e.get("rephrase") for e in detail.events]
         assert flags.count(True) == 1
         assert CANCEL_AGAIN not in json.dumps(detail.to_dict(), default=str)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store import (
     ConversationStore,
@@ -155,7 +156,7 @@ class TestClickHouseServer:
                 for i, kind in enumerate(("started", "user_message", "completed"))
             ]
             store.insert(rows)
-            detail = store.conversation(cid)
+            detail = StoreReader(store).conversation(cid)
             assert [e["event_type"] for e in detail.events] == [
                 "started",
                 "user_message",
@@ -204,7 +205,7 @@ class TestUpgrade:
                     EventRow("e3", "user_message", "c2", now, derived=True),
                 ]
             )
-            report = store.report()
+            report = StoreReader(store).report()
             existing: dict[str, set[str]] = {}
             for row in store.select(
                 store.schema.existing_columns(), {"database": "conversation_analytics"}

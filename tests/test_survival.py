@@ -22,6 +22,7 @@ from opentelemetry.exporter.conversation_analytics.analytics import (
 )
 from opentelemetry.exporter.conversation_analytics.collector.config import CollectorConfig
 from opentelemetry.exporter.conversation_analytics.collector.run import start_collector
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.stats import kaplan_meier
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store, sql
@@ -170,13 +171,13 @@ class TestReportSurvival:
     def test_matches_lifelines_overall_and_per_agent(self, store: ConversationStore) -> None:
         """Overall and per agent, the report's curve is lifelines' on the planned durations."""
         store.insert(rows(PLANS, START))
-        assert_report_survival(store.report().to_dict(), PLANS)
+        assert_report_survival(StoreReader(store).report().to_dict(), PLANS)
 
     def test_durations_worked_out_by_hand(self, store: ConversationStore) -> None:
         """A revoked inferred abandonment is censored at the last turn, an early explicit one
         ends at its turn, a conversation without a user message is left out."""
         store.insert(_edge_rows())
-        report = store.report(agent="edge")
+        report = StoreReader(store).report(agent="edge")
         # Durations: came-back 3 (censored), quit-early 2 (abandoned), open 2 (censored).
         assert [vars(step) for step in report.survival] == _lifelines_steps(
             [3, 2, 2], [False, True, False]
@@ -188,13 +189,13 @@ class TestReportSurvival:
 
     def test_empty_window_has_no_curve(self, store: ConversationStore) -> None:
         """No conversations: empty lists, not an error."""
-        report = store.report()
+        report = StoreReader(store).report()
         assert (report.survival, report.reached_turn) == ([], [])
 
     def test_round_trips_through_json(self, store: ConversationStore) -> None:
         """``Report.from_dict`` keeps the curves (what the collector client relies on)."""
         store.insert(rows(PLANS, START))
-        report = store.report()
+        report = StoreReader(store).report()
         assert Report.from_dict(json.loads(json.dumps(report.to_dict()))) == report
 
 
@@ -216,7 +217,7 @@ class TestUpgradedStore:
         store = open_store(store_url)
         try:
             store.insert(rows([Plan("new", 4, "abandoned", abandoned_at=2)], START))
-            report = store.report()
+            report = StoreReader(store).report()
         finally:
             store.close()
         assert [(s.turn, s.at_risk, s.abandoned) for s in report.survival] == [(2, 2, 1), (4, 1, 1)]

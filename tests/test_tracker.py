@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from opentelemetry import trace
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore
 from opentelemetry.instrumentation.conversation import (
     ConversationEvent,
@@ -191,9 +192,9 @@ class TestSpanEvents:
             for turn in range(1, 400):
                 tracker.record("long", "u1", ConversationEvent.USER_MESSAGE, turn=turn)
             tracker.record("long", "u1", ConversationEvent.COMPLETED, total_turns=399)
-        detail = store.conversation("long")
+        detail = StoreReader(store).conversation("long")
         assert len(detail.events) == 401
-        assert store.report(7).avg_turns == 399.0
+        assert StoreReader(store).report(7).avg_turns == 399.0
 
 
 class TestContent:

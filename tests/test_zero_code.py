@@ -18,6 +18,7 @@ import pytest
 from openai_stub import OpenAIStub
 from opentelemetry import propagate
 from opentelemetry.exporter.conversation_analytics.analytics import Report
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.store import open_store
 from opentelemetry.instrumentation.conversation import conversation
 
@@ -32,7 +33,7 @@ def _stored(store_url: str, conversation_id: str) -> tuple[Report, list[dict[str
     embedded store admits one process at a time)."""
     store = open_store(store_url)
     try:
-        return store.report(), store.conversation(conversation_id).events
+        return StoreReader(store).report(), StoreReader(store).conversation(conversation_id).events
     finally:
         store.close()
 

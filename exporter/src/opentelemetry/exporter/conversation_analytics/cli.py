@@ -22,6 +22,7 @@ from opentelemetry.exporter.conversation_analytics.collector.inference import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_LOOKBACK,
 )
+from opentelemetry.exporter.conversation_analytics.reader import ConversationReader, StoreReader
 from opentelemetry.exporter.conversation_analytics.store import (
     COMPARE_DIMENSIONS,
     DEFAULT_STORE_URL,
@@ -298,8 +299,8 @@ def _print_json(data: Any) -> None:
 
 
 @contextlib.contextmanager
-def _reader(args: argparse.Namespace) -> Iterator[Any]:
-    """The store, or a running collector's API when it owns the store (or one is named)."""
+def _reader(args: argparse.Namespace) -> Iterator[ConversationReader]:
+    """The store's reader, or a running collector's API when it owns the store (or is named)."""
     from opentelemetry.exporter.conversation_analytics.collector.client import (
         ENV_COLLECTOR_URL,
         CollectorClient,
@@ -312,7 +313,7 @@ def _reader(args: argparse.Namespace) -> Iterator[Any]:
         return
     store = open_store(args.store, must_exist=True)  # a mistyped --store is no empty report
     try:
-        yield store
+        yield StoreReader(store)
     finally:
         store.close()
 
@@ -344,7 +345,7 @@ def _refuse_owned(args: argparse.Namespace) -> None:
 _MAX_AGENTS_NAMED = 10
 
 
-def _nothing_found(reader: Any, days: int, agent: str) -> str:
+def _nothing_found(reader: ConversationReader, days: int, agent: str) -> str:
     """The note for an empty report: an agent filter that matched nothing names the agents
     that did have conversations (a typo is then plain)."""
     window = f"in the last {days} day{'' if days == 1 else 's'}"
@@ -360,10 +361,10 @@ def _nothing_found(reader: Any, days: int, agent: str) -> str:
     return note
 
 
-def _report(args: argparse.Namespace, store: Any) -> Report:
+def _report(args: argparse.Namespace, reader: ConversationReader) -> Report:
     from opentelemetry.exporter.conversation_analytics.render import render_report
 
-    report: Report = store.report(args.days, agent=getattr(args, "agent", ""))
+    report = reader.report(args.days, agent=getattr(args, "agent", ""))
     if args.format == "json":
         _print_json(report.to_dict())
     else:
@@ -425,7 +426,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         run_demo(exporter, conversations=args.conversations, days=args.days, seed=args.seed)
         args.agent = ""
         args.days = DEFAULT_DAYS
-        _report(args, store)
+        _report(args, StoreReader(store))
         if args.serve > 0 and exporter.metrics_port is not None:
             import time
 

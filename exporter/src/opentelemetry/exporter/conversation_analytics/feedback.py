@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Final
 
 from opentelemetry.exporter.conversation_analytics.importer import row_from_record
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store.base import ConversationStore
 from opentelemetry.instrumentation.conversation import semconv
@@ -48,7 +49,7 @@ def feedback_row(
     for name, value in (("user_id", user_id), ("id", event_id)):
         if value is not None and (type(value) is not str or len(value) > semconv.MAX_ID_LENGTH):
             raise ValueError(f"{name} must be a string of at most {semconv.MAX_ID_LENGTH} chars")
-    events = store.existing_conversation(conversation_id).events
+    events = StoreReader(store).existing_conversation(conversation_id).events
     agent = next((str(e["agent_name"]) for e in reversed(events) if e.get("agent_name")), None)
     if timestamp is None:
         timestamp = datetime.now(timezone.utc).isoformat()

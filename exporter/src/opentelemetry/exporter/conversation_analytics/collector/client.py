@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from opentelemetry.exporter.conversation_analytics.analytics import (
+    DEFAULT_DAYS,
     Comparison,
     ConversationDetail,
     Report,
@@ -91,7 +92,8 @@ def _error_text(body: bytes) -> str:
 
 
 class CollectorClient:
-    """``report``, ``compare`` and ``conversation`` over the collector's admin API."""
+    """The :class:`~.reader.ConversationReader` of a store a running collector owns, over its
+    admin API: the same answers and errors as a :class:`~.reader.StoreReader`."""
 
     def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -111,13 +113,13 @@ class CollectorClient:
         except (urllib.error.URLError, OSError) as exc:
             raise StoreError(f"cannot reach the collector at {self.base_url}: {exc}") from None
 
-    def report(self, days: int, *, agent: str = "") -> Report:
+    def report(self, days: int = DEFAULT_DAYS, *, agent: str = "") -> Report:
         return Report.from_dict(self._get("/api/v1/report", days=days, agent=agent))
 
     def compare(
-        self, by: str, days: int, *, baseline: str | None = None, agent: str = ""
+        self, by: str, days: int = DEFAULT_DAYS, *, baseline: str | None = None, agent: str = ""
     ) -> Comparison:
-        """:meth:`ConversationStore.compare` over the API; the API's 400 (a baseline with no
+        """:meth:`StoreReader.compare` over the API; the API's 400 (a baseline with no
         conversations, say) is the ``ValueError`` the store would raise, in its words."""
         query: dict[str, Any] = {"by": by, "days": days, "agent": agent}
         if baseline is not None:
@@ -140,7 +142,7 @@ class CollectorClient:
         return ConversationDetail.from_dict(document)
 
     def existing_conversation(self, conversation_id: str) -> ConversationDetail:
-        """:meth:`ConversationStore.existing_conversation` over the API (an older collector
+        """:meth:`StoreReader.existing_conversation` over the API (an older collector
         answers an unknown id with 200 and no events: the same error then)."""
         detail = self.conversation(conversation_id)
         if not detail.events:

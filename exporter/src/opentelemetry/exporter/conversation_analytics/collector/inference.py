@@ -24,6 +24,7 @@ from opentelemetry.exporter.conversation_analytics.rows import EventRow, derived
 from opentelemetry.exporter.conversation_analytics.store.base import (
     ConversationStore,
     format_time,
+    window_params,
 )
 from opentelemetry.instrumentation.conversation import environment_variables as env
 from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
@@ -53,7 +54,7 @@ def inferred_abandonments(
 ) -> list[EventRow]:
     """The abandoned events the store's idle conversations call for (deterministic ids)."""
     days = max(1, -(-int(lookback.total_seconds()) // 86_400))
-    params: dict[str, object] = dict(store.window_params(days, now))
+    params: dict[str, object] = dict(window_params(days, now))
     params["idle_before"] = format_time(now - idle_timeout)
     params["limit"] = limit
     rows = []

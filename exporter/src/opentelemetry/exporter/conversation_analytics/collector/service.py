@@ -42,6 +42,7 @@ from opentelemetry.exporter.conversation_analytics.evaluations import (
 from opentelemetry.exporter.conversation_analytics.extract import Extracted
 from opentelemetry.exporter.conversation_analytics.metrics import ConversationMetrics
 from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline, Outcome
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.spool import DiskSpool
 from opentelemetry.exporter.conversation_analytics.store import (
     ConversationStore,
@@ -302,16 +303,20 @@ class CollectorService:
 
     @_in_flight
     def report(self, days: int, agent: str) -> dict[str, Any]:
-        return self.pipeline.store.report(days, agent=agent).to_dict()
+        return StoreReader(self.pipeline.store).report(days, agent=agent).to_dict()
 
     @_in_flight
     def compare(self, by: str, days: int, baseline: str | None, agent: str) -> dict[str, Any]:
-        return self.pipeline.store.compare(by, days, baseline=baseline, agent=agent).to_dict()
+        return (
+            StoreReader(self.pipeline.store)
+            .compare(by, days, baseline=baseline, agent=agent)
+            .to_dict()
+        )
 
     @_in_flight
     def conversation(self, conversation_id: str) -> dict[str, Any]:
         """One conversation; ``UnknownConversation`` (a 404) when the store has no events for it."""
-        return self.pipeline.store.existing_conversation(conversation_id).to_dict()
+        return StoreReader(self.pipeline.store).existing_conversation(conversation_id).to_dict()
 
     @_in_flight
     def feedback(self, body: object) -> dict[str, Any]:
