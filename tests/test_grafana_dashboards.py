@@ -28,6 +28,7 @@ from opentelemetry.exporter.conversation_analytics import metrics
 from opentelemetry.exporter.conversation_analytics.collector.service import REQUESTS_REJECTED
 from opentelemetry.exporter.conversation_analytics.demo import run_demo
 from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
+from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -540,7 +541,7 @@ def _report_days(demo: Demo) -> int:
 
 def test_overview_headline_numbers_equal_the_report(demo: Demo) -> None:
     """The Overview's stats are the report's section 4 numbers over the same window."""
-    report = demo.store.report(_report_days(demo), now=demo.ctx.time_to).to_dict()
+    report = StoreReader(demo.store).report(_report_days(demo), now=demo.ctx.time_to).to_dict()
     values = _stat_values(demo, "ca-overview")
     assert set(values) == {
         "total_conversations", "completion_rate", "abandonment_rate", "handoff_rate",
@@ -554,7 +555,7 @@ def test_overview_headline_numbers_equal_the_report(demo: Demo) -> None:
 def test_agent_filter_gives_that_agents_report(demo: Demo) -> None:
     """With one agent selected, the Overview shows the report for that agent."""
     agent = demo.options["agent"][0]
-    report = demo.store.report(_report_days(demo), now=demo.ctx.time_to, agent=agent)
+    report = StoreReader(demo.store).report(_report_days(demo), now=demo.ctx.time_to, agent=agent)
     selection = {name: Selection(options=demo.options[name], all_value=".*") for name in FILTERS}
     selection["agent"] = Selection((agent,), demo.options["agent"], all_value=".*")
     query = _by_title("ca-overview", "Conversations")
@@ -565,7 +566,7 @@ def test_agent_filter_gives_that_agents_report(demo: Demo) -> None:
 
 def test_abandonment_by_turn_is_the_reports_drop_off(demo: Demo) -> None:
     """Drop-off: abandoned events per turn equal the report's drop-off list."""
-    report = demo.store.report(_report_days(demo), now=demo.ctx.time_to)
+    report = StoreReader(demo.store).report(_report_days(demo), now=demo.ctx.time_to)
     _, rows = demo.run(_by_title("ca-dropoff", "Abandonment by turn"))
     counted = {row["turn"]: row["explicit"] + row["inferred"] for row in rows}
     assert report.drop_off
@@ -598,7 +599,7 @@ def test_just_before_leaving_accounts_for_every_abandonment(demo: Demo) -> None:
 
 def test_compare_by_agent_equals_the_reports_breakdown(demo: Demo) -> None:
     """Compare's per-agent rows are the report's per-agent numbers, with week-over-week."""
-    report = demo.store.report(_report_days(demo), now=demo.ctx.time_to)
+    report = StoreReader(demo.store).report(_report_days(demo), now=demo.ctx.time_to)
     _, rows = demo.run(_by_title("ca-compare", "By agent"))
     by_agent = {row["agent"]: row for row in rows}
     assert set(by_agent) == {entry.agent for entry in report.agents}
@@ -631,7 +632,7 @@ def test_worst_conversations_are_sorted_and_link_to_the_timeline(demo: Demo) -> 
 
 def test_conversation_summary_and_timeline_match_the_store(demo: Demo) -> None:
     """The selected conversation's satisfaction and events are the store's, with trace ids."""
-    detail = demo.store.conversation(demo.conversation_id)
+    detail = StoreReader(demo.store).conversation(demo.conversation_id)
     _, (summary,) = demo.run(_by_title("ca-conversations", "Summary"))
     assert summary["conversation_id"] == demo.conversation_id
     assert summary["satisfaction"] == pytest.approx(detail.satisfaction, abs=0.001)
