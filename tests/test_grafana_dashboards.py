@@ -25,10 +25,15 @@ from prometheus_client import CollectorRegistry
 
 from grafana_macros import ALL, VARIABLE_SYNTAX, QueryContext, Selection, prepare
 from opentelemetry.exporter.conversation_analytics import metrics
+from opentelemetry.exporter.conversation_analytics.analytics import round_half_up
 from opentelemetry.exporter.conversation_analytics.collector.service import REQUESTS_REJECTED
 from opentelemetry.exporter.conversation_analytics.demo import run_demo
 from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
 from opentelemetry.exporter.conversation_analytics.reader import StoreReader
+from opentelemetry.exporter.conversation_analytics.stats import (
+    two_proportion_z_test,
+    wilson_interval,
+)
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -613,6 +618,113 @@ def test_compare_by_agent_equals_the_reports_breakdown(demo: Demo) -> None:
         assert row["completion_wow_pts"] == pytest.approx(
             row["completion_this_week"] - row["completion_last_week"], abs=1e-9
         )
+
+
+def _run_for_agent(demo: Demo, query: Target, agent: str) -> list[Any]:
+    """The query's rows with only the agent filter set (the others on All)."""
+    selection = {name: Selection(options=demo.options[name], all_value=".*") for name in FILTERS}
+    selection["agent"] = Selection((agent,), demo.options["agent"], all_value=".*")
+    return demo.store.select(prepare(query.target["rawSql"], selection, demo.ctx))
+
+
+def _assert_survival_table(rows: list[Any], survival: list[Any]) -> None:
+    assert [row["turn"] for row in rows] == [step.turn for step in survival]
+    for row, step in zip(rows, survival, strict=True):
+        counts = (row["at_risk"], row["abandoned"], row["censored"])
+        assert counts == (step.at_risk, step.abandoned, step.censored), step
+        assert row["survival"] == pytest.approx(step.survival, abs=1e-9), step
+
+
+def test_kaplan_meier_table_is_the_reports_survival(demo: Demo) -> None:
+    """Drop-off's Kaplan-Meier table is the report's ``survival``, step by step: the same
+    per-conversation durations (the store's SQL), counts exact, the product to 1e-9; and with
+    one agent selected, that agent's curve."""
+    reader = StoreReader(demo.store)
+    report = reader.report(_report_days(demo), now=demo.ctx.time_to)
+    query = _by_title("ca-dropoff", "Kaplan–Meier by turn")
+    _, rows = demo.run(query)
+    assert len(report.survival) > 3 and 0 < report.survival[-1].survival < 1
+    assert any(step.censored for step in report.survival)
+    _assert_survival_table(rows, report.survival)
+    agent = demo.options["agent"][0]
+    (entry,) = [a for a in report.agents if a.agent == agent]
+    _assert_survival_table(_run_for_agent(demo, query, agent), entry.survival)
+
+
+def test_survival_chart_steps_through_every_turn(demo: Demo) -> None:
+    """The chart has a bar at every turn 1..N (N the longest duration, at most 30), each the
+    report's survival at the last step at or before it (1 before the first)."""
+    report = StoreReader(demo.store).report(_report_days(demo), now=demo.ctx.time_to)
+    _, rows = demo.run(_by_title("ca-dropoff", "Still here after turn N (Kaplan–Meier)"))
+    last = min(report.survival[-1].turn, 30)
+    assert [row["turn"] for row in rows] == [str(turn) for turn in range(1, last + 1)]
+    for row in rows:
+        steps = [step.survival for step in report.survival if step.turn <= int(row["turn"])]
+        assert row["survival"] == pytest.approx(steps[-1] if steps else 1.0, abs=1e-9), row
+
+
+@pytest.mark.parametrize(
+    "name, key, by",
+    [
+        ("prompt version", "prompt_version", "prompt_version"),
+        ("agent", "agent", "agent"),
+        # The dashboards' model is the response model, else the request model; every demo
+        # conversation has a response model, so this is ``compare --by response_model``.
+        ("model", "model", "response_model"),
+    ],
+)
+def test_compare_intervals_equal_the_cli_compare(demo: Demo, name: str, key: str, by: str) -> None:
+    """The interval tables are ``compare --by``: the same groups in the same order (baseline
+    first), counts and completion rate, Wilson bounds to the last decimal, the difference from
+    the baseline exactly and its p-value to 1e-12, and the same verdict."""
+    comparison = StoreReader(demo.store).compare(by, _report_days(demo), now=demo.ctx.time_to)
+    _, rows = demo.run(_by_title("ca-compare", f"Completion by {name} with 95% intervals"))
+    groups = comparison.groups
+    assert len(groups) >= 2 and groups[0].value == comparison.baseline
+    assert [row[key] for row in rows] == [group.value or "(none)" for group in groups]
+    for row, group in zip(rows, groups, strict=True):
+        assert (row["conversations"], row["completed"]) == (group.conversations, group.completed)
+        assert row["completion_rate"] == group.completion_rate
+        assert group.completion_ci is not None
+        assert [row["completion_low"], row["completion_high"]] == group.completion_ci
+        assert row["completion_ci"] == "{:.1f} - {:.1f}".format(*group.completion_ci)
+        versus = group.vs_baseline
+        if versus is None:
+            assert row["completion_diff_pts"] is None and row["completion_p_value"] is None
+            assert row["verdict"] == "baseline"
+            continue
+        assert row["completion_diff_pts"] == versus.completion_diff
+        assert row["completion_p_value"] == pytest.approx(versus.completion_p_value, rel=1e-12)
+        expected = "significant" if versus.significant else "not significant"
+        assert row["verdict"] == ("too few conversations" if versus.note else expected)
+
+
+def test_interval_and_test_sql_are_the_clis_statistics(demo: Demo, generator: ModuleType) -> None:
+    """The Wilson bounds and the z-test's p-value in SQL, on counts the demo lacks (tiny groups,
+    0 % and 100 %, large ones): the bounds equal the CLI's rounded ones exactly, the p-value to
+    1e-12 (1 where the pooled variance is 0)."""
+    queries = importlib.import_module("dashboards_src.queries")
+    assert generator.DASHBOARDS  # the package is importable beside the generator script
+    cases = [(s, t) for t in (*range(1, 41), 99, 100, 1000, 12345) for s in range(t + 1)]
+    cases = [(s, t) for s, t in cases if t <= 100 or s % 97 in (0, 1) or s == t]
+    low, high = queries.wilson_percent("s", "t")
+    p_value = queries.two_proportion_p_value("s", "t", "bs", "bt")
+    pairs = ", ".join(f"({s}, {t}, {t // 2}, {(t + 1) // 2 or 1})" for s, t in cases)
+    rows = demo.store.select(
+        f"""SELECT s, t, bs, bt, {low} AS low, {high} AS high, {p_value} AS p_value
+FROM (SELECT arrayJoin([{pairs}]) AS c, toUInt64(c.1) AS s, toUInt64(c.2) AS t,
+      toUInt64(c.3) AS bs, toUInt64(c.4) AS bt)"""
+    )
+    assert len(rows) == len(cases)
+    for row in rows:
+        s, t, bs, bt = (int(row[name]) for name in ("s", "t", "bs", "bt"))
+        interval = wilson_interval(s, t)
+        assert interval is not None
+        expected = [round_half_up(bound * 100, 1) for bound in interval]
+        assert [float(row["low"]), float(row["high"])] == expected, (s, t)
+        test = two_proportion_z_test(s, t, min(bs, bt), bt)
+        assert test is not None
+        assert float(row["p_value"]) == pytest.approx(test.p_value, rel=1e-12, abs=1e-300), row
 
 
 def test_worst_conversations_are_sorted_and_link_to_the_timeline(demo: Demo) -> None:

@@ -25,7 +25,9 @@ from .queries import (
     AVG_DURATION_S,
     COMPLETED,
     HANDOFF,
+    MIN_SAMPLE,
     SATISFACTION,
+    SIGNIFICANCE,
     indent,
     mean,
     over_conversations,
@@ -34,6 +36,8 @@ from .queries import (
     series,
     summed,
     time_bucket,
+    two_proportion_p_value,
+    wilson_percent,
 )
 from .variables import FILTER_VARIABLES
 
@@ -123,6 +127,79 @@ SETTINGS join_use_nulls = 1"""
     )
 
 
+def _intervals(expression: str, key: str, name: str) -> dict[str, Any]:
+    # One row of exact counts per group; the baseline (the largest group, ties: the smallest
+    # value, as the CLI picks it) joins every row through a window over all of them. The group
+    # is ordered by its raw value (the CLI's ``""`` before anything) and labelled afterwards.
+    counts = over_conversations(
+        f"{expression} AS value, count() AS conversations, countIf({COMPLETED}) AS completed",
+        "GROUP BY value",
+    )
+    baseline = (
+        "OVER (ORDER BY conversations DESC, value ASC "
+        "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"
+    )
+    low, high = wilson_percent("completed", "conversations")
+    p_value = two_proportion_p_value("completed", "conversations", "base_completed", "base_total")
+    diff = ratio(
+        "100 * (toInt64(completed) * base_total - toInt64(base_completed) * conversations)",
+        "conversations * base_total",
+        1,
+    )
+    sql = f"""SELECT if(value = '', '(none)', value) AS {key}, conversations, completed,
+    {ratio("100 * completed", "conversations", 1)} AS completion_rate,
+    {low} AS completion_low,
+    {high} AS completion_high,
+    concat(toDecimalString(completion_low, 1), ' - ', toDecimalString(completion_high, 1))
+        AS completion_ci,
+    if(is_baseline, NULL, {diff}) AS completion_diff_pts,
+    if(is_baseline, NULL, {p_value}) AS completion_p_value,
+    multiIf(is_baseline, 'baseline',
+            least(conversations, base_total) < {MIN_SAMPLE}, 'too few conversations',
+            completion_p_value < {SIGNIFICANCE}, 'significant', 'not significant') AS verdict
+FROM (
+    SELECT value, conversations, completed,
+        first_value(value) {baseline} = value AS is_baseline,
+        first_value(conversations) {baseline} AS base_total,
+        first_value(completed) {baseline} AS base_completed
+    FROM (
+        {indent(counts, 8)}
+    )
+)
+ORDER BY is_baseline DESC, conversations DESC, value"""
+    return table(
+        f"Completion by {name} with 95% intervals",
+        sql_target(sql, table=True),
+        description=f"Per {name} over the time range, as `conversation-analytics compare --by "
+        f"{key}` computes it: completion rate with its 95 % Wilson score interval, and the "
+        "difference from the baseline (the largest group, listed first) with the two-sided "
+        "pooled two-proportion z-test's p-value. Significant: p < 0.05 with at least "
+        f"{MIN_SAMPLE} conversations in both groups. Overlapping intervals are not a test: "
+        "read the p-value.",
+        overrides=[
+            column(key, name.capitalize()),
+            column("conversations", "Conversations"),
+            column("completed", "Completed"),
+            column(
+                "completion_rate",
+                "Completion",
+                "percent",
+                min=0,
+                max=100,
+                thresholds=COMPLETION_COLORS,
+                custom__cellOptions={"type": "gauge", "mode": "basic", "valueDisplayMode": "text"},
+            ),
+            column("completion_ci", "95% interval (%)"),
+            column("completion_low", "Lower", "percent"),
+            column("completion_high", "Upper", "percent"),
+            column("completion_diff_pts", "vs baseline (points)", decimals=1),
+            column("completion_p_value", "p-value", decimals=4),
+            column("verdict", "Difference"),
+        ],
+        height=7,
+    )
+
+
 def _over_time(dimension: str, name: str) -> dict[str, Any]:
     return timeseries(
         f"Completion rate by {name}",
@@ -182,6 +259,11 @@ def build() -> dict[str, Any]:
         row("Live (Prometheus)"),
         _live("prompt_version", "prompt version"),
         _live("model", "model"),
+        # Appended, so the panels above keep their ids (and the annotations made on them).
+        row("Completion with 95% intervals (ClickHouse)"),
+        _intervals("prompt_version", "prompt_version", "prompt version"),
+        _intervals("model", "model", "model"),
+        _intervals("agent_name", "agent", "agent"),
     ]
     return dashboard(
         COMPARE_UID,

@@ -26,6 +26,7 @@ from .panels import (
 )
 from .queries import (
     ABANDONED,
+    SURVIVAL_TURN,
     cond_all,
     conversations,
     indent,
@@ -39,6 +40,53 @@ from .queries import (
     time_bucket,
 )
 from .variables import FILTER_VARIABLES
+
+#: The survival chart stops here, as the funnel does (the table shows every turn).
+CURVE_TURNS = 30
+
+
+def _kaplan_meier() -> str:
+    """The report's Kaplan-Meier table: one row per distinct duration (the report's
+    ``SURVIVAL_TURN``), its conversations abandoned there and censored there, those at risk
+    (duration at least the turn: a sum from the longest down) and the survival, the product of
+    ``1 - abandoned / at_risk`` up to the turn as the exp of a running sum of logs (0 once all
+    at risk left)."""
+    counts = over_conversations(
+        "turn, countIf(was_abandoned = 1) AS abandoned, countIf(was_abandoned = 0) AS censored,\n"
+        "    sum(count()) OVER (ORDER BY turn DESC ROWS UNBOUNDED PRECEDING) AS at_risk",
+        "GROUP BY turn",
+        project=f"{SURVIVAL_TURN} AS turn, was_abandoned",
+        keep="turn IS NOT NULL",
+        columns=["user_messages", "abandoned_turn"],
+    )
+    return f"""SELECT turn, at_risk, abandoned, censored,
+    exp(sum(log(1 - abandoned / at_risk)) OVER (ORDER BY turn ROWS UNBOUNDED PRECEDING))
+        AS survival
+FROM (
+    {indent(counts)}
+)
+ORDER BY turn"""
+
+
+def _survival_curve() -> str:
+    """The same estimate at every turn 1..N (N the longest duration, at most CURVE_TURNS): at
+    risk at turn n the conversations lasting at least n, abandoned those that left at n; a turn
+    nobody's duration ends at multiplies by 1, so the bars step as the curve does."""
+    per_turn = over_conversations(
+        "n, count() AS at_risk, countIf(turn = n AND was_abandoned = 1) AS abandoned",
+        "GROUP BY n",
+        project=f"{SURVIVAL_TURN} AS turn, was_abandoned,\n"
+        f"    arrayJoin(range(1, toUInt64(least(assumeNotNull(turn), {CURVE_TURNS})) + 1)) AS n",
+        keep="turn IS NOT NULL",
+        columns=["user_messages", "abandoned_turn"],
+    )
+    return f"""SELECT toString(n) AS turn,
+    exp(sum(log(1 - abandoned / at_risk)) OVER (ORDER BY n ROWS UNBOUNDED PRECEDING))
+        AS survival
+FROM (
+    {indent(per_turn)}
+)
+ORDER BY n"""
 
 
 def build() -> dict[str, Any]:
@@ -267,6 +315,37 @@ LIMIT 20"""
             bounds=(0, 1),
             relative_time="6h",
             width=24,
+        ),
+        # Appended, so the panels above keep their ids (and the annotations made on them).
+        row("Survival (ClickHouse, the dashboard's time range)"),
+        barchart(
+            "Still here after turn N (Kaplan–Meier)",
+            sql_target(_survival_curve(), table=True),
+            x_field="turn",
+            unit="percentunit",
+            bounds=(0, 1),
+            description="Kaplan–Meier estimate of the share of conversations not abandoned by "
+            "user turn N (first 30 turns), the report's `survival`: a conversation lasts until "
+            "the turn it was abandoned at, else its number of user messages, where completed, "
+            "handed-off and open ones are censored (still there when last seen). Unlike the "
+            "funnel, a conversation still going does not count as having left.",
+        ),
+        table(
+            "Kaplan–Meier by turn",
+            sql_target(_kaplan_meier(), table=True),
+            description="One row per turn a conversation's duration ends at: conversations at "
+            "risk (lasting at least that many turns), abandoned at it, censored at it "
+            "(completed, handed off or open) and the survival so far, as "
+            "`conversation-analytics report` computes it.",
+            overrides=[
+                column("turn", "Turn"),
+                column("at_risk", "At risk"),
+                column("abandoned", "Abandoned"),
+                column("censored", "Censored"),
+                column("survival", "Still here", "percentunit", decimals=1),
+            ],
+            width=12,
+            height=8,
         ),
     ]
     return dashboard(

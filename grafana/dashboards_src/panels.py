@@ -205,10 +205,19 @@ def barchart(
     description: str,
     unit: str = "none",
     stack: bool = False,
+    bounds: tuple[float, float] | None = None,
     width: int = 12,
     height: int = 8,
     overrides: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    defaults: dict[str, Any] = {
+        "unit": unit,
+        "color": {"mode": "palette-classic"},
+        "thresholds": NEUTRAL,
+        "custom": {"fillOpacity": 80, "lineWidth": 1, "gradientMode": "none"},
+    }
+    if bounds is not None:
+        defaults["min"], defaults["max"] = bounds
     return panel(
         "barchart",
         title,
@@ -216,12 +225,7 @@ def barchart(
         description=description,
         width=width,
         height=height,
-        defaults={
-            "unit": unit,
-            "color": {"mode": "palette-classic"},
-            "thresholds": NEUTRAL,
-            "custom": {"fillOpacity": 80, "lineWidth": 1, "gradientMode": "none"},
-        },
+        defaults=defaults,
         overrides=overrides or [],
         options={
             "xField": x_field,

@@ -23,10 +23,15 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from opentelemetry.exporter.conversation_analytics.analytics import MIN_COMPARE_SAMPLE
+from opentelemetry.exporter.conversation_analytics.stats import ALPHA, Z_95
 from opentelemetry.exporter.conversation_analytics.store.sql import (
     DECIMAL_SCALE,
     ROLLUP_COLUMNS,
     SATISFACTION_EXPR,
+)
+from opentelemetry.exporter.conversation_analytics.store.sql import (
+    SURVIVAL_TURN as _REPORT_SURVIVAL_TURN,  # the report's definition: the curve cannot drift
 )
 
 from .names import ROLLUP
@@ -153,6 +158,53 @@ def pct(condition: str, among: str = "") -> str:
     if among:
         return ratio(f"100 * countIf({among} AND {condition})", f"countIf({among})", 1)
     return ratio(f"100 * countIf({condition})", "count()", 1)
+
+
+def float_rounded(expression: str, places: int) -> str:
+    """A ``Float64`` rounded as the report rounds one (``round_half_up``): its shortest decimal
+    text (what Python's ``repr`` prints, and ClickHouse's ``toString``), then half away from zero
+    in exact decimals. Converting the float to a ``Decimal`` directly would take its binary value,
+    and round 12.35 (12.3499999...) down where the report rounds it up."""
+    return f"round(toDecimal128(toString({expression}), {DECIMAL_SCALE}), {places})"
+
+
+#: The normal quantile of the two-sided 95 % intervals: ``stats.Z_95`` to the bit
+#: (1.9599639845400536, what ``NormalDist().inv_cdf(0.975)`` gives; 1.959963984540054 rounded).
+Z = repr(Z_95)
+#: A conversation's duration in user turns for the survival curve (NULL: no user message).
+SURVIVAL_TURN = " ".join(_REPORT_SURVIVAL_TURN.split())
+#: The level below which a difference is called significant: ``stats.ALPHA`` to the bit
+#: (``1 - 0.95``, 0.050000000000000044), as the CLI compares ``p < ALPHA``.
+SIGNIFICANCE = repr(ALPHA)
+#: Below this many conversations in either group the CLI never calls a difference significant.
+MIN_SAMPLE = MIN_COMPARE_SAMPLE
+
+
+def wilson_percent(successes: str, trials: str) -> tuple[str, str]:
+    """The 95 % Wilson score bounds of ``successes / trials`` (count columns, ``trials`` > 0) in
+    percent, 1 decimal: ``stats.wilson_interval`` with the same ``Float64`` operations in the
+    same order, so the same bits, rounded as the CLI's ``completion_ci``."""
+    p = f"({successes} / {trials})"
+    z2 = f"({Z} * {Z})"
+    denominator = f"(1 + {z2} / {trials})"
+    center = f"(({p} + {z2} / (2 * {trials})) / {denominator})"
+    half = (
+        f"({Z} / {denominator} * sqrt({p} * (1 - {p}) / {trials} + {z2} / (4 * {trials} * "
+        f"{trials})))"
+    )
+    return (
+        float_rounded(f"greatest(0., {center} - {half}) * 100", 1),
+        float_rounded(f"least(1., {center} + {half}) * 100", 1),
+    )
+
+
+def two_proportion_p_value(successes_a: str, trials_a: str, successes_b: str, trials_b: str) -> str:
+    """Two-sided p-value of the pooled two-proportion z-test (``stats.two_proportion_z_test``):
+    1 when the pooled variance is 0 (both groups all successes or all failures)."""
+    pooled = f"(({successes_a} + {successes_b}) / ({trials_a} + {trials_b}))"
+    variance = f"({pooled} * (1 - {pooled}) * (1 / {trials_a} + 1 / {trials_b}))"
+    z = f"(({successes_a} / {trials_a} - {successes_b} / {trials_b}) / sqrt({variance}))"
+    return f"if({variance} <= 0, 1., erfc(abs({z}) / sqrt(2)))"
 
 
 COMPLETED = "was_completed = 1"

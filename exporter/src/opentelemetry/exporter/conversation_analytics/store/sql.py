@@ -258,7 +258,7 @@ def _dimension(name: str) -> str:
 #: open conversations are censored there); NULL without a user message (left out). A store
 #: written before ``abandoned_turn`` existed has it NULL for old conversations: they fall back
 #: to their count of user messages (the same turn, unless the agent named an earlier one).
-_SURVIVAL_TURN = """if(user_messages > 0,
+SURVIVAL_TURN: Final = """if(user_messages > 0,
     toInt64(if(was_abandoned = 1 AND abandoned_turn >= 1, abandoned_turn, user_messages)), NULL)"""
 
 
@@ -461,7 +461,7 @@ WHERE {{agent:String}} = '' OR agent = {{agent:String}}"""
     sumIf(dateDiff('microsecond', started_at, completed_at),
           started_at IS NOT NULL AND completed_at IS NOT NULL) AS duration_us,
     toString(sum({SATISFACTION_EXPR})) AS satisfaction_sum
-FROM (SELECT *, {_SURVIVAL_TURN} AS turn FROM ({self.conversations_in_window()}))
+FROM (SELECT *, {SURVIVAL_TURN} AS turn FROM ({self.conversations_in_window()}))
 GROUP BY GROUPING SETS ((agent), (), (agent, turn, was_abandoned))
 ORDER BY is_survival, is_total DESC, conversations DESC, agent, turn, turn_abandoned"""
 
@@ -512,7 +512,7 @@ LIMIT 10"""
     toString(sum(satisfaction_square)) AS satisfaction_squares
 FROM (
     SELECT *, {column} AS value, {SATISFACTION_EXPR} AS satisfaction,
-        {SATISFACTION_SQUARE_EXPR} AS satisfaction_square, {_SURVIVAL_TURN} AS turn
+        {SATISFACTION_SQUARE_EXPR} AS satisfaction_square, {SURVIVAL_TURN} AS turn
     FROM ({self.conversations_in_window()})
 )
 GROUP BY GROUPING SETS ((value), (value, turn, was_abandoned))
