@@ -128,7 +128,11 @@ SELECT
     'bench-fleet' AS service_name,
     lower(hex(sipHash128(n, {seed}, 'trace'))) AS trace_id,
     substring(lower(hex(sipHash128(n, ev.2, {seed}, 'span'))), 1, 16) AS span_id,
-    map() AS attributes
+    map() AS attributes,
+    false AS derived,
+    '' AS evaluation_name,
+    CAST(NULL, 'Nullable(Float64)') AS evaluation_score,
+    '' AS evaluation_label
 FROM (
     SELECT
         n, conversation_id, user_id, agent_name, prompt_version, model, channel, rating,
