@@ -4,6 +4,7 @@ counts of the planned conversations."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -28,6 +29,7 @@ from opentelemetry.exporter.conversation_analytics.analytics import (
     MIN_COMPARE_SAMPLE,
     TOO_FEW_NOTE,
     Comparison,
+    round_half_up,
 )
 from opentelemetry.exporter.conversation_analytics.collector.client import ENV_AUTH_TOKEN
 from opentelemetry.exporter.conversation_analytics.collector.config import CollectorConfig
@@ -38,6 +40,7 @@ from opentelemetry.exporter.conversation_analytics.store import (
     ConversationStore,
     open_store,
 )
+from opentelemetry.instrumentation.conversation import ConversationEvent
 from synthetic import Plan, durations, random_plans, rows
 
 #: Half a unit in the last reported place: a reported value is the reference, rounded.
@@ -335,6 +338,26 @@ class TestCompareOnTheStore:
         """``Comparison.from_dict`` inverts ``to_dict`` (what the collector client relies on)."""
         comparison = StoreReader(filled).compare("request_model")
         assert Comparison.from_dict(json.loads(json.dumps(comparison.to_dict()))) == comparison
+
+    def test_rephrase_rate_per_group(self, store: ConversationStore) -> None:
+        """Each group's rephrase rate is its rephrased user messages over its user messages."""
+        plans = [
+            *(Plan(f"a{i}", 4, "completed", dims={"channel": "web"}) for i in range(5)),
+            *(Plan(f"b{i}", 3, "abandoned", dims={"channel": "sms"}) for i in range(4)),
+        ]
+        planned = rows(plans, START)
+        rephrased = {"a0", "a1", "b3"}  # their second message rephrases the first
+        marked = [
+            dataclasses.replace(row, rephrase=True)
+            if row.conversation_id in rephrased
+            and row.event_type == ConversationEvent.USER_MESSAGE.value
+            and row.turn == 2
+            else row
+            for row in planned
+        ]
+        store.insert(marked)
+        rates = {g.value: g.rephrase_rate for g in StoreReader(store).compare("channel").groups}
+        assert rates == {"web": round_half_up(100 * 2 / 20, 1), "sms": round_half_up(100 / 12, 1)}
 
     def test_empty_window_has_no_groups(self, store: ConversationStore) -> None:
         """No conversations: no groups and no baseline, not an error."""

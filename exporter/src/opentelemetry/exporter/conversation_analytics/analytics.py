@@ -365,6 +365,9 @@ class CompareGroup:
     avg_satisfaction: float | None
     satisfaction_ci: list[float] | None
     vs_baseline: VsBaseline | None
+    #: Share of the group's user messages that rephrase the previous one (percent, 1 decimal):
+    #: an early sign that one prompt or model is understood worse than another.
+    rephrase_rate: float | None = None
     survival: list[SurvivalStep] = field(default_factory=list)
     reached_turn: list[FunnelStep] = field(default_factory=list)
 
@@ -471,6 +474,9 @@ def compare_groups(
                 handoff_rate=_percent(handoffs, total),
                 handoff_ci=_percent_interval(handoffs, total),
                 avg_turns=_round(int(row["messages_total"] or 0), total, 1),
+                rephrase_rate=_percent(
+                    int(row.get("rephrases_total") or 0), int(row["messages_total"] or 0)
+                ),
                 avg_satisfaction=_round(satisfaction_sum, total, 3),
                 satisfaction_ci=None
                 if satisfaction_ci is None

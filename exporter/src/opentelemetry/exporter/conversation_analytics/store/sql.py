@@ -508,6 +508,7 @@ LIMIT 10"""
     countIf(was_abandoned = 1) AS abandoned,
     countIf(had_handoff = 1) AS handoffs,
     sum(user_messages) AS messages_total,
+    sum(rephrases) AS rephrases_total,
     toString(sum(satisfaction)) AS satisfaction_sum,
     toString(sum(satisfaction_square)) AS satisfaction_squares
 FROM (
