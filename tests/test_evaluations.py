@@ -10,17 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry._logs import SeverityNumber
+from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExportResult, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Span, set_span_in_context
 from prometheus_client import CollectorRegistry
 
+from faults import FlakyStore
+from opentelemetry.exporter.conversation_analytics import metrics
 from opentelemetry.exporter.conversation_analytics.analytics import satisfaction_score
 from opentelemetry.exporter.conversation_analytics.collector.config import CollectorConfig
 from opentelemetry.exporter.conversation_analytics.collector.run import (
@@ -32,6 +34,9 @@ from opentelemetry.exporter.conversation_analytics.evaluations import (
     feedback_rating,
 )
 from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
+from opentelemetry.exporter.conversation_analytics.log_exporter import (
+    ConversationAnalyticsLogExporter,
+)
 from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore
@@ -291,6 +296,81 @@ def collector(
     running = start_collector(config, store=store)
     yield running
     running.stop()
+
+
+class TestThroughTheLogExporter:
+    """In-process, without a collector: log records into the span exporter's pipeline."""
+
+    def test_log_records_land_under_their_conversation(
+        self, store: ConversationStore, registry: CollectorRegistry
+    ) -> None:
+        """A log record naming its conversation, one naming only its trace (resolved from the
+        spans this exporter saw), and one for an unseen trace (a counted rejection)."""
+        spans = ConversationAnalyticsExporter(store, registry=registry)
+        resource = Resource.create({semconv.SERVICE_NAME: "support-svc"})
+        tracer_provider = TracerProvider(resource=resource)
+        tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+        span = _one_turn(tracer_provider, "inproc", [])
+        unseen = TracerProvider().get_tracer("other").start_span("elsewhere")  # never exported
+        logger_provider = LoggerProvider(resource=resource)
+        logger_provider.add_log_record_processor(
+            SimpleLogRecordProcessor(ConversationAnalyticsLogExporter(spans))
+        )
+        logger = logger_provider.get_logger("evaluator")
+        logger.emit(
+            event_name=semconv.EVALUATION_EVENT,
+            timestamp=_ns(T0) + 20,
+            attributes=_evaluation("relevance", score=0.4, **{semconv.CONVERSATION_ID: "inproc"}),
+        )
+        logger.emit(
+            event_name=semconv.EVALUATION_EVENT,
+            timestamp=_ns(T0) + 21,
+            context=set_span_in_context(span),
+            attributes=_evaluation("user_feedback", label="positive"),
+        )
+        logger.emit(
+            event_name=semconv.EVALUATION_EVENT,
+            timestamp=_ns(T0) + 22,
+            context=set_span_in_context(unseen),
+            attributes=_evaluation("relevance", score=1.0),
+        )
+        logger_provider.shutdown()
+        tracer_provider.shutdown()
+        events = StoreReader(store).conversation("inproc").events
+        evaluations = [e for e in events if e["event_type"] == semconv.EVALUATION_EVENT_TYPE]
+        assert sorted(e["evaluation_name"] for e in evaluations) == ["relevance", "user_feedback"]
+        assert all(e["service_name"] == "support-svc" for e in evaluations)
+        ratings = [e["feedback_rating"] for e in events if e["event_type"] == "feedback_received"]
+        assert ratings == ["positive"]
+        dropped = registry.get_sample_value(
+            metrics.EVENTS_DROPPED + "_total", {"reason": "missing_conversation_id"}
+        )
+        assert dropped == 1
+
+    def test_a_failing_store_is_a_failure_not_an_exception(
+        self, store: ConversationStore, registry: CollectorRegistry
+    ) -> None:
+        """While the store refuses writes the SDK hears FAILURE; once it is back, the record
+        kept in memory is written."""
+        flaky = FlakyStore(store)
+        exporter = ConversationAnalyticsLogExporter(
+            ConversationAnalyticsExporter(flaky, registry=registry)
+        )
+        record = ReadableLogRecord(
+            LogRecord(
+                event_name=semconv.EVALUATION_EVENT,
+                timestamp=_ns(T0),
+                attributes=_evaluation("relevance", score=0.5, **{semconv.CONVERSATION_ID: "c"}),
+            ),
+            resource=Resource.create({}),
+        )
+        assert exporter.export([record]) is LogRecordExportResult.FAILURE
+        flaky.down = False
+        assert exporter.force_flush()
+        exporter.shutdown()
+        assert [e["evaluation_name"] for e in StoreReader(store).conversation("c").events] == [
+            "relevance"
+        ]
 
 
 class TestThroughTheCollector:

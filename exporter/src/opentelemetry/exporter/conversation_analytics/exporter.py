@@ -21,6 +21,9 @@ from opentelemetry.exporter.conversation_analytics.collector.inference import (
     AbandonmentSweeper,
 )
 from opentelemetry.exporter.conversation_analytics.evaluations import (
+    TraceConversations,
+)
+from opentelemetry.exporter.conversation_analytics.evaluations import (
     feedback_evaluations as _feedback_names,
 )
 from opentelemetry.exporter.conversation_analytics.extract import rows_from_spans
@@ -91,6 +94,8 @@ class ConversationAnalyticsExporter(SpanExporter):
             env.env_flag(ENV_STORE_CONTENT, False) if store_content is None else store_content
         )
         self._feedback_evaluations = _feedback_names(feedback_evaluations)
+        #: Conversations of recent traces, for evaluation log records naming only their trace.
+        self.traces = TraceConversations()
         self._shutdown = False
         self.metrics_port: int | None = None
         self._server: WSGIServer | None = None
@@ -156,6 +161,16 @@ class ConversationAnalyticsExporter(SpanExporter):
     def store(self) -> ConversationStore:
         return self.pipeline.store
 
+    @property
+    def store_content(self) -> bool:
+        """Whether captured message text is kept (``store_content`` / its variable)."""
+        return self._store_content
+
+    @property
+    def feedback_evaluations(self) -> frozenset[str]:
+        """Evaluation names that count as user feedback."""
+        return self._feedback_evaluations
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
             return SpanExportResult.FAILURE
@@ -167,6 +182,7 @@ class ConversationAnalyticsExporter(SpanExporter):
             )
             for reason, count in rejected.items():
                 self.pipeline.reject(reason, count)
+            self.traces.remember(rows)
             if not rows and not self.pipeline.waiting:
                 return SpanExportResult.SUCCESS
             written = self.pipeline.submit(rows, SOURCE) is Outcome.WRITTEN

@@ -89,6 +89,34 @@ class Extracted:
             ]
         )
 
+    def add_log_record(
+        self,
+        event_name: str,
+        attributes: Mapping[str, Any],
+        time_ns: int,
+        *,
+        service: str,
+        trace_id: str,
+        span_id: str,
+        store_content: bool,
+    ) -> None:
+        """One log record, from the SDK or OTLP: extracted when it is named (``event_name``, else
+        its ``event.name`` attribute) as a conversation event or an evaluation result."""
+        name = event_name or str(attributes.get(semconv.LOG_EVENT_NAME) or "")
+        if not is_extracted_event(name):
+            return
+        ok = self.add_event(
+            name,
+            attributes,
+            time_ns,
+            service=service,
+            trace_id=trace_id,
+            span_id=span_id,
+            store_content=store_content,
+        )
+        if not ok:
+            self.rejected_items += 1
+
     def add_evaluation(
         self,
         attributes: Mapping[str, Any],

@@ -67,6 +67,8 @@ OPERATION_NAME: Final = "gen_ai.operation.name"
 TOOL_NAME: Final = "gen_ai.tool.name"
 ERROR_TYPE: Final = "error.type"
 SERVICE_NAME: Final = "service.name"
+#: Where log records written before the ``event_name`` field existed carry their event's name.
+LOG_EVENT_NAME: Final = "event.name"
 
 # Event-specific attributes.
 CHANNEL: Final = "conversation.channel"

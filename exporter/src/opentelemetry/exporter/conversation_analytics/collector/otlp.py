@@ -31,7 +31,6 @@ from opentelemetry.instrumentation.conversation import semconv
 from opentelemetry.instrumentation.conversation.genai import ROLE_ATTRIBUTES
 
 #: The attribute older Logs-API event emitters use for the event name.
-EVENT_NAME_ATTRIBUTE: Final = "event.name"
 _ID_KEYS: Final = frozenset({"traceId", "spanId", "parentSpanId"})
 
 
@@ -159,21 +158,15 @@ def rows_from_logs(
         service = _service_name(resource_logs.resource.attributes)
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
-                attributes = attributes_of(record.attributes)
-                name = record.event_name or str(attributes.get(EVENT_NAME_ATTRIBUTE) or "")
-                if not is_extracted_event(name):
-                    continue
-                ok = extracted.add_event(
-                    name,
-                    attributes,
+                extracted.add_log_record(
+                    record.event_name,
+                    attributes_of(record.attributes),
                     record.time_unix_nano or record.observed_time_unix_nano or time.time_ns(),
                     service=service,
                     trace_id=record.trace_id.hex(),
                     span_id=record.span_id.hex(),
                     store_content=store_content,
                 )
-                if not ok:
-                    extracted.rejected_items += 1
     return extracted
 
 
