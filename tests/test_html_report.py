@@ -26,6 +26,7 @@ from collector_process import cli_json, run_cli
 from opentelemetry.exporter.conversation_analytics.analytics import (
     ASSISTANT_COMPLETION_TARGET,
     SUPPORT_COMPLETION_TARGET,
+    Comparison,
     Report,
     round_half_up,
 )
@@ -401,8 +402,6 @@ class TestHostileNames:
         """A report with ``exit_context`` shows it (escaped) instead of the drop-off."""
         report = Report.from_dict(rendered["report"])
         report.exit_context = [{"context": HOSTILE, "conversations": 3}]  # type: ignore[attr-defined]
-        from opentelemetry.exporter.conversation_analytics.analytics import Comparison
-
         page = render_html(report, Comparison.from_dict(rendered["compare"]))
         found = tables(page)
         assert "dropoff-table" not in found
@@ -442,3 +441,17 @@ class TestOutputOption:
         """Without ``--output`` the page goes to standard output."""
         page = run_cli("report", "--store", written, "--format", "html").stdout
         assert page == rendered["html"]
+
+
+class TestEmptyWindow:
+    """A window without conversations still gives a whole page."""
+
+    def test_empty_report_renders(self) -> None:
+        """Every section is there, its table empty and its chart saying there is no data."""
+        report = Report(0, None, None, None, None, None)
+        page = render_html(report, Comparison(by="agent", baseline=None, days=7, groups=[]))
+        found = tables(page)
+        for table_id in ("trend-table", "survival-table", "compare-table", "dropoff-table"):
+            assert found[table_id][1:] == [], table_id
+        assert "no data in the window" in page
+        assert "no abandoned conversations" in page
