@@ -127,7 +127,11 @@ SELECT
     'bench-fleet' AS service_name,
     lower(hex(sipHash128(n, {seed}, 'trace'))) AS trace_id,
     substring(lower(hex(sipHash128(n, ev.2, {seed}, 'span'))), 1, 16) AS span_id,
-    map() AS attributes
+    map() AS attributes,
+    false AS derived,
+    '' AS evaluation_name,
+    CAST(NULL, 'Nullable(Float64)') AS evaluation_score,
+    '' AS evaluation_label
 FROM (
     SELECT
         n, conversation_id, user_id, agent_name, prompt_version, model, channel, rating,
@@ -416,6 +420,7 @@ def breakdown(store: ConversationStore, now: datetime, repeats: int) -> str:
     queries = [
         ("summary (overall + per agent, survival counts)", store.schema.summary()),
         ("drop_off", store.schema.drop_off()),
+        ("series (daily trend + satisfaction bins)", store.schema.series()),
         ("compare by prompt_version", store.schema.compare("prompt_version")),
     ]
     candidates = [(name, lambda sql=sql: store.select(sql, params)) for name, sql in queries]

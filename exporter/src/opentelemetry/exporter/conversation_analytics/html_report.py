@@ -82,14 +82,10 @@ def _esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def number(value: object, places: int | None = None) -> str:
-    """A number as the page shows it: ``None`` as :data:`NO_DATA`; a float rounded by
-    :func:`round_half_up` when ``places`` is given (else as the report rounded it)."""
-    if value is None:
-        return NO_DATA
-    if places is not None and isinstance(value, int | float) and not isinstance(value, bool):
-        return str(round_half_up(value, places))
-    return str(value)
+def number(value: object) -> str:
+    """A number as the page shows it: as the report rounded it (by :func:`round_half_up`),
+    ``None`` as :data:`NO_DATA`."""
+    return NO_DATA if value is None else str(value)
 
 
 #: p-values are shown to 4 decimals; smaller ones as "< 0.0001" rather than 0.0.
