@@ -421,6 +421,7 @@ def breakdown(store: ConversationStore, now: datetime, repeats: int) -> str:
     queries = [
         ("summary (overall + per agent, survival counts)", store.schema.summary()),
         ("drop_off", store.schema.drop_off()),
+        ("series (daily trend + satisfaction bins)", store.schema.series()),
         ("compare by prompt_version", store.schema.compare("prompt_version")),
     ]
     candidates = [(name, lambda sql=sql: store.select(sql, params)) for name, sql in queries]

@@ -44,6 +44,8 @@ EXTRA_KEYS = {
     "evaluations",
     "survival",
     "reached_turn",
+    "daily",
+    "satisfaction_distribution",
 }
 RATE_KEYS = ("completion_rate", "abandonment_rate", "handoff_rate")
 DEMO_AGENTS = {"support-bot", "research-assistant"}

@@ -18,9 +18,11 @@ from .names import (
     TURNS_BUCKET,
 )
 from .panels import (
+    ASSISTANT_TARGET,
     BAD_WHEN_HIGH,
     COMPLETION_COLORS,
     SATISFACTION_COLORS,
+    SUPPORT_TARGET,
     TARGET_BANDS,
     barchart,
     prom_target,
@@ -46,6 +48,9 @@ from .queries import (
     time_bucket,
 )
 from .variables import FILTER_VARIABLES
+
+_SUPPORT = "{}-{}".format(*SUPPORT_TARGET)
+_ASSISTANT = "{}-{}".format(*ASSISTANT_TARGET)
 
 
 def _glance(
@@ -78,7 +83,7 @@ def build() -> dict[str, Any]:
             pct(COMPLETED),
             "completion_rate",
             "Share of conversations with a conversation.completed event. Targets from the "
-            "article: support agents 70-85 %, general assistants 50-60 %.",
+            f"article: support agents {_SUPPORT} %, general assistants {_ASSISTANT} %.",
             unit="percent",
             colors=COMPLETION_COLORS,
         ),
@@ -161,8 +166,8 @@ def build() -> dict[str, Any]:
                 )
             ],
             description="Completion rate of the conversations that began in each interval. "
-            "Shaded: the article's targets, general assistants 50-60 % (blue) and support "
-            "agents 70-85 % (green).",
+            f"Shaded: the article's targets, general assistants {_ASSISTANT} % (blue) and "
+            f"support agents {_SUPPORT} % (green).",
             unit="percent",
             bounds=(0, 100),
             bands=TARGET_BANDS,

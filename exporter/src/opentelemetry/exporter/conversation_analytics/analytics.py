@@ -27,6 +27,11 @@ from opentelemetry.instrumentation.conversation.semconv import (
 
 DEFAULT_DAYS = 7
 
+#: The article's completion targets, in percent (SPEC section 4): the one place they are
+#: spelled; the terminal report, the HTML report and the Grafana dashboards read them here.
+SUPPORT_COMPLETION_TARGET: Final = (70, 85)
+ASSISTANT_COMPLETION_TARGET: Final = (50, 60)
+
 
 #: Digits kept while dividing, far more than any exact sum from the store carries, so the
 #: quotient is rounded only once.
@@ -105,6 +110,61 @@ class DropOff:
 
 
 @dataclass
+class DailyPoint:
+    """One UTC day of the window: the conversations whose first event in the window fell on
+    it, and their completion and abandonment rates (percent, 1 decimal)."""
+
+    day: str
+    conversations: int
+    completed: int
+    abandoned: int
+    completion_rate: float | None
+    abandonment_rate: float | None
+
+
+def daily_point(row: Mapping[str, Any]) -> DailyPoint:
+    """A :class:`DailyPoint` from one row of exact counts (``day``, ``conversations``,
+    ``completed``, ``abandoned``)."""
+    total, completed, abandoned = (
+        int(row[key] or 0) for key in ("conversations", "completed", "abandoned")
+    )
+    return DailyPoint(
+        day=str(row["day"]),
+        conversations=total,
+        completed=completed,
+        abandoned=abandoned,
+        completion_rate=_percent(completed, total),
+        abandonment_rate=_percent(abandoned, total),
+    )
+
+
+#: Satisfaction scores (0..1) are binned in tenths; a score of exactly 1.0 falls in the last.
+SATISFACTION_BINS: Final = 10
+
+
+@dataclass
+class SatisfactionBin:
+    """Conversations whose satisfaction lies in ``[bin_start, bin_end)`` (the last bin also
+    holds ``bin_end``)."""
+
+    bin_start: float
+    bin_end: float
+    conversations: int
+
+
+def satisfaction_distribution(counts: Mapping[int, int]) -> list[SatisfactionBin]:
+    """Every bin from ``{bin index: conversations}`` (absent bins count 0)."""
+    return [
+        SatisfactionBin(
+            bin_start=round_half_up(Decimal(index) / SATISFACTION_BINS, 1),
+            bin_end=round_half_up(Decimal(index + 1) / SATISFACTION_BINS, 1),
+            conversations=int(counts.get(index, 0)),
+        )
+        for index in range(SATISFACTION_BINS)
+    ]
+
+
+@dataclass
 class Report:
     """The report of SPEC section 4; ``None`` where the article's SQL gives NULL (no data)."""
 
@@ -122,6 +182,8 @@ class Report:
     evaluations: list[EvaluationReport] = field(default_factory=list)
     survival: list[SurvivalStep] = field(default_factory=list)
     reached_turn: list[FunnelStep] = field(default_factory=list)
+    daily: list[DailyPoint] = field(default_factory=list)
+    satisfaction_distribution: list[SatisfactionBin] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,6 +192,10 @@ class Report:
     def from_dict(cls, data: Mapping[str, Any]) -> Report:
         """Inverse of :meth:`to_dict` (a report fetched from a running collector)."""
         values = _with_survival(data)
+        values["daily"] = [DailyPoint(**entry) for entry in values.get("daily", [])]
+        values["satisfaction_distribution"] = [
+            SatisfactionBin(**entry) for entry in values.get("satisfaction_distribution", [])
+        ]
         values["drop_off"] = [DropOff(**entry) for entry in values.get("drop_off", [])]
         values["agents"] = [
             AgentReport(**_with_survival(entry)) for entry in values.get("agents", [])

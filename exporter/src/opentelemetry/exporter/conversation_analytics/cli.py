@@ -120,8 +120,15 @@ def _add_store(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_format(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=("table", "json"), default="table")
+def _add_format(parser: argparse.ArgumentParser, *, html: bool = False) -> None:
+    formats = ("table", "json", "html") if html else ("table", "json")
+    parser.add_argument("--format", choices=formats, default="table")
+    parser.add_argument(
+        "--output",
+        default=None,
+        metavar="FILE",
+        help="write to FILE instead of standard output",
+    )
 
 
 def _add_collector(parser: argparse.ArgumentParser) -> None:
@@ -200,7 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--days", action=_Days, default=DEFAULT_DAYS, help=f"1 to {MAX_DAYS} (default: %(default)s)"
     )
     report.add_argument("--agent", default="", help="only this agent")
-    _add_format(report)
+    report.add_argument(
+        "--compare-by",
+        action=_Dimension,
+        default="agent",
+        metavar="{" + ",".join(COMPARE_DIMENSIONS) + "}",
+        help="--format html: the side-by-side section's grouping (default: %(default)s)",
+    )
+    _add_format(report, html=True)
     _add_store(report)
     _add_collector(report)
 
@@ -293,9 +307,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
-    sys.stdout.write("\n")
+def _print_json(args: argparse.Namespace, data: Any) -> None:
+    _emit(args, json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _check_output(path: str | None) -> None:
+    """Refuse an ``--output`` that cannot be a file, before any work is done."""
+    if path is not None and os.path.isdir(path):
+        raise ValueError(f"--output {path!r} is a directory: name a file to write")
+
+
+def _emit(args: argparse.Namespace, text: str) -> None:
+    """The command's answer, to ``--output FILE`` (replaced whole) or standard output."""
+    text = text if text.endswith("\n") else text + "\n"
+    output = getattr(args, "output", None)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    with open(output, "w", encoding="utf-8") as stream:
+        stream.write(text)
 
 
 @contextlib.contextmanager
@@ -364,11 +394,17 @@ def _nothing_found(reader: ConversationReader, days: int, agent: str) -> str:
 def _report(args: argparse.Namespace, reader: ConversationReader) -> Report:
     from opentelemetry.exporter.conversation_analytics.render import render_report
 
-    report = reader.report(args.days, agent=getattr(args, "agent", ""))
+    agent = getattr(args, "agent", "")
+    report = reader.report(args.days, agent=agent)
     if args.format == "json":
-        _print_json(report.to_dict())
+        _print_json(args, report.to_dict())
+    elif args.format == "html":
+        from opentelemetry.exporter.conversation_analytics.html_report import render_html
+
+        comparison = reader.compare(args.compare_by, args.days, agent=agent)
+        _emit(args, render_html(report, comparison, agent=agent))
     else:
-        print(render_report(report))
+        _emit(args, render_report(report))
     return report
 
 
@@ -456,9 +492,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             args.by, args.days, baseline=args.baseline, agent=args.agent
         )
         if args.format == "json":
-            _print_json(comparison.to_dict())
+            _print_json(args, comparison.to_dict())
         else:
-            print(render_comparison(comparison))
+            _emit(args, render_comparison(comparison))
         if not comparison.groups:
             print(_nothing_found(reader, args.days, args.agent), file=sys.stderr)
     return 0
@@ -470,9 +506,9 @@ def _cmd_conversation(args: argparse.Namespace) -> int:
     with _reader(args) as reader:
         detail = reader.existing_conversation(args.conversation_id)
     if args.format == "json":
-        _print_json(detail.to_dict())
+        _print_json(args, detail.to_dict())
     else:
-        print(render_conversation(detail))
+        _emit(args, render_conversation(detail))
     return 0
 
 
@@ -604,6 +640,7 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_output(getattr(args, "output", None))
         return _COMMANDS[args.command](args)
     except UnknownConversation as exc:  # the API's 404, in the same words
         print(f"conversation-analytics {args.command}: error: {exc}", file=sys.stderr)

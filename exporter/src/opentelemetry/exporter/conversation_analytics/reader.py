@@ -18,11 +18,15 @@ from opentelemetry.exporter.conversation_analytics.analytics import (
     AgentReport,
     Comparison,
     ConversationDetail,
+    DailyPoint,
     DropOff,
     FunnelStep,
     Report,
+    SatisfactionBin,
     compare_groups,
+    daily_point,
     satisfaction,
+    satisfaction_distribution,
     summarize,
     summarize_evaluations,
     survival_curve,
@@ -103,6 +107,7 @@ class StoreReader:
                 )
         evaluations = summarize_evaluations(self._store.select(self._schema.evaluations(), params))
         survival, reached = curves.get(None, ([], []))
+        daily, distribution = self._series(params)
         return Report(
             drop_off=drop_off,
             days=days,
@@ -110,8 +115,22 @@ class StoreReader:
             evaluations=evaluations,
             survival=survival,
             reached_turn=reached,
+            daily=daily,
+            satisfaction_distribution=distribution,
             **overall,
         )
+
+    def _series(self, params: Mapping[str, Any]) -> tuple[list[DailyPoint], list[SatisfactionBin]]:
+        """The report's per-day trend and satisfaction histogram (one query, beside the
+        summary): both empty for an empty window."""
+        rows = self._store.select(self._schema.series(), params)
+        daily = [daily_point(row) for row in rows if _truthy(row["is_daily"])]
+        bins = {
+            int(row["bin"]): int(row["conversations"])
+            for row in rows
+            if not _truthy(row["is_daily"])
+        }
+        return daily, satisfaction_distribution(bins) if bins else []
 
     def compare(
         self,

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from opentelemetry.exporter.conversation_analytics.analytics import (
+    ASSISTANT_COMPLETION_TARGET,
     MIN_COMPARE_SAMPLE,
+    SUPPORT_COMPLETION_TARGET,
     Comparison,
     ConversationDetail,
     FunnelStep,
@@ -16,7 +18,10 @@ from opentelemetry.exporter.conversation_analytics.analytics import (
 from opentelemetry.exporter.conversation_analytics.stats import SurvivalStep
 
 #: The article's completion targets, shown beside the measured rate.
-COMPLETION_TARGETS = "support agents 70-85%, general assistants 50-60%"
+COMPLETION_TARGETS = (
+    f"support agents {SUPPORT_COMPLETION_TARGET[0]}-{SUPPORT_COMPLETION_TARGET[1]}%, "
+    f"general assistants {ASSISTANT_COMPLETION_TARGET[0]}-{ASSISTANT_COMPLETION_TARGET[1]}%"
+)
 _BAR_WIDTH = 30
 #: The survival section of ``report`` shows this many turns (the JSON has them all).
 _SURVIVAL_ROWS = 15

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
+from opentelemetry.exporter.conversation_analytics.analytics import SATISFACTION_BINS
 from opentelemetry.instrumentation.conversation.semconv import (
     EVALUATION_EVENT_TYPE,
     RATING_NEGATIVE,
@@ -464,6 +465,25 @@ WHERE {{agent:String}} = '' OR agent = {{agent:String}}"""
 FROM (SELECT *, {SURVIVAL_TURN} AS turn FROM ({self.conversations_in_window()}))
 GROUP BY GROUPING SETS ((agent), (), (agent, turn, was_abandoned))
 ORDER BY is_survival, is_total DESC, conversations DESC, agent, turn, turn_abandoned"""
+
+    def series(self) -> str:
+        """Two series of the window in one pass over its conversations: per UTC day
+        (``is_daily``; the day of a conversation's first event in the window) the
+        conversations, completed and abandoned; and per satisfaction bin (``bin``: tenths,
+        0..9, a score of 1.0 in bin 9; exact, from the ``Decimal`` score) the conversations.
+        Parameters those of :meth:`conversations_in_window`."""
+        last = SATISFACTION_BINS - 1
+        return f"""SELECT grouping(day) = 0 AS is_daily, day, bin,
+    count() AS conversations,
+    countIf(was_completed = 1) AS completed,
+    countIf(was_abandoned = 1) AS abandoned
+FROM (
+    SELECT *, toString(toDate(first_seen, 'UTC')) AS day,
+        least({last}, toInt64(floor({SATISFACTION_EXPR} * {SATISFACTION_BINS}))) AS bin
+    FROM ({self.conversations_in_window()})
+)
+GROUP BY GROUPING SETS ((day), (bin))
+ORDER BY is_daily DESC, day, bin"""
 
     def drop_off(self) -> str:
         """Abandoned events per ``abandoned_at_turn``, most frequent first, top 10.
