@@ -12,6 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
+from opentelemetry.exporter.conversation_analytics.analytics import (
+    CONVERSATION_ORDERS,
+    ConversationOutcome,
+    ExitKind,
+)
 from opentelemetry.instrumentation.conversation.semconv import (
     EVALUATION_EVENT_TYPE,
     RATING_NEGATIVE,
@@ -260,6 +265,65 @@ def _dimension(name: str) -> str:
 #: to their count of user messages (the same turn, unless the agent named an earlier one).
 _SURVIVAL_TURN = """if(user_messages > 0,
     toInt64(if(was_abandoned = 1 AND abandoned_turn >= 1, abandoned_turn, user_messages)), NULL)"""
+
+
+#: How each event reads as an exit step, in :class:`ExitKind`'s precedence order (the first
+#: condition an event meets names it; at equal timestamps the earlier entry wins).
+_EXIT_KINDS: Final[tuple[tuple[str, ExitKind], ...]] = (
+    (_is(_E.HANDOFF_REQUESTED), ExitKind.HANDOFF_REQUEST),
+    (_is(_E.AGENT_RESPONSE), ExitKind.AGENT_RESPONSE),
+    (f"{_is(_E.TOOL_CALLED)} AND error_type != ''", ExitKind.TOOL_ERROR),
+    (_is(_E.TOOL_CALLED), ExitKind.TOOL_CALL),
+    (f"{_is(_E.USER_MESSAGE)} AND rephrase", ExitKind.REPHRASE),
+    (_is(_E.USER_MESSAGE), ExitKind.USER_MESSAGE),
+    (_is(_E.STARTED), ExitKind.STARTED),
+)
+_EXIT_KIND = (
+    "multiIf("
+    + ", ".join(f"{condition}, '{kind.value}'" for condition, kind in _EXIT_KINDS)
+    + f", '{ExitKind.OTHER.value}')"
+)
+_EXIT_RANK = (
+    "multiIf("
+    + ", ".join(
+        f"{condition}, {len(_EXIT_KINDS) - index}"
+        for index, (condition, _) in enumerate(_EXIT_KINDS)
+    )
+    + ", 0)"
+)
+#: Not a step of the conversation the user saw: the abandonment itself, feedback, evaluations.
+_NOT_A_STEP = f"{_is(_E.ABANDONED)} OR {_is(_E.FEEDBACK_RECEIVED)} OR {_EVALUATION}"
+
+
+def _last_two_rephrased(condition: str) -> str:
+    """Whether either of the last two user messages matching ``condition`` (by time, then
+    event id) is flagged a rephrase."""
+    messages = f"groupArrayIf((timestamp, event_id, rephrase), is_user AND {condition})"
+    return f"arrayExists(m -> tupleElement(m, 3), arraySlice(arraySort({messages}), -2))"
+
+
+#: Explicit user messages when the conversation has any, else those derived from GenAI spans
+#: (as the rollup counts them: an instrumented agent's messages never count twice).
+_REPHRASED_LAST_TWO = (
+    f"if(countIf(is_user AND NOT derived) > 0, {_last_two_rephrased('NOT derived')}, "
+    f"{_last_two_rephrased('derived')})"
+)
+
+#: ``conversations``' outcome, by :class:`ConversationOutcome`'s precedence.
+_OUTCOME = (
+    f"multiIf(was_completed = 1, '{ConversationOutcome.COMPLETED.value}', "
+    f"was_abandoned = 1, '{ConversationOutcome.ABANDONED.value}', "
+    f"had_handoff = 1, '{ConversationOutcome.HANDOFF.value}', "
+    f"'{ConversationOutcome.OPEN.value}')"
+)
+#: ``conversations --order``: the only ORDER BY clauses formatted in (ties by id, so a page is
+#: the same page every time).
+_CONVERSATION_ORDER_BY: Final = {
+    "satisfaction": "score ASC, turns DESC, activity_at DESC, conversation_id ASC",
+    "last_activity": "activity_at DESC, conversation_id ASC",
+}
+if set(_CONVERSATION_ORDER_BY) != set(CONVERSATION_ORDERS):  # pragma: no cover - import-time
+    raise RuntimeError("every conversations order needs its ORDER BY clause")
 
 
 def check_identifier(name: str) -> str:
@@ -517,6 +581,90 @@ FROM (
 )
 GROUP BY GROUPING SETS ((value), (value, turn, was_abandoned))
 ORDER BY is_survival, conversations DESC, value, turn, turn_abandoned"""
+
+    def exit_context(self) -> str:
+        """What came last before leaving, per abandoned conversation of the window (its
+        abandonment stands: ``was_abandoned``), counted per (``agent``, ``kind``, ``has_tool``,
+        ``tool``, ``tool_failed``, ``rephrased``).
+
+        Read from the raw events of those conversations in the window, each once: ``kind`` is
+        the :class:`ExitKind` of the latest step (by time, then precedence, then event id),
+        ``tool`` the latest tool call's name and ``tool_failed`` whether it carried an
+        ``error.type`` (by time, then event id, as the Grafana drop-off panel picks them),
+        ``rephrased`` whether one of the last two user messages is a rephrase. Parameters
+        those of :meth:`conversations_in_window`.
+        """
+        abandoned = f"SELECT conversation_id, agent FROM ({self.conversations_in_window()})\n"
+        abandoned += "WHERE was_abandoned = 1"
+        return f"""SELECT w.agent AS agent, e.kind AS kind, e.tools > 0 AS has_tool, e.tool AS tool,
+    e.tool_failed AS tool_failed, e.rephrased AS rephrased, count() AS conversations
+FROM ({abandoned}) AS w
+INNER JOIN (
+    SELECT conversation_id,
+        if(countIf(is_step) = 0, '{ExitKind.NONE.value}',
+           argMaxIf(exit_kind, (timestamp, exit_rank, event_id), is_step)) AS kind,
+        countIf(is_tool) AS tools,
+        argMaxIf(toString(tool_name), (timestamp, event_id), is_tool) AS tool,
+        argMaxIf(error_type != '', (timestamp, event_id), is_tool) AS tool_failed,
+        {_REPHRASED_LAST_TWO} AS rephrased
+    FROM (
+        SELECT conversation_id, event_id, timestamp, tool_name, error_type, rephrase, derived,
+            {_EXIT_KIND} AS exit_kind, {_EXIT_RANK} AS exit_rank,
+            NOT ({_NOT_A_STEP}) AS is_step,
+            {_is(_E.TOOL_CALLED)} AS is_tool, {_is(_E.USER_MESSAGE)} AS is_user
+        FROM {self.events}
+        WHERE timestamp >= {{since:{TS_TYPE}}}
+          AND conversation_id IN (SELECT conversation_id FROM ({abandoned}))
+        LIMIT 1 BY event_id
+    )
+    GROUP BY conversation_id
+) AS e ON w.conversation_id = e.conversation_id
+GROUP BY agent, kind, has_tool, tool, tool_failed, rephrased
+ORDER BY conversations DESC, agent, kind, tool, tool_failed, rephrased"""
+
+    def tool_lift(self) -> str:
+        """Per tool called in the window: the conversations that called it and how many of
+        them completed (the rest of the window's conversations are the "without" side), the
+        ``tools`` (UInt32) called in the most conversations. Parameters those of
+        :meth:`conversations_in_window` plus ``tools``."""
+        return f"""SELECT t.tool AS tool, count() AS conversations,
+    countIf(w.was_completed = 1) AS completed
+FROM (SELECT conversation_id, was_completed FROM ({self.conversations_in_window()})) AS w
+INNER JOIN (
+    SELECT DISTINCT conversation_id, toString(tool_name) AS tool
+    FROM {self.events}
+    WHERE {_is(_E.TOOL_CALLED)} AND tool_name != '' AND timestamp >= {{since:{TS_TYPE}}}
+) AS t ON w.conversation_id = t.conversation_id
+GROUP BY tool
+ORDER BY conversations DESC, tool ASC
+LIMIT {{tools:UInt32}}"""
+
+    def conversation_list(self, order: str) -> str:
+        """The window's conversations matching ``outcome`` (String, '' for any),
+        ``rephrased`` (UInt8: 1 keeps those with a rephrase), ``min_turns`` (Int64, user
+        messages), ordered by ``order`` (one of :data:`CONVERSATION_ORDERS`), the first
+        ``limit`` (UInt32). Satisfaction is the exact decimal, as text; times in microseconds.
+        Parameters those of :meth:`conversations_in_window` plus these."""
+        order_by = _CONVERSATION_ORDER_BY.get(order)
+        if order_by is None:
+            raise ValueError(f"not a conversations order: {order!r:.80}")
+        return f"""SELECT conversation_id, agent, outcome, turns, toString(score) AS satisfaction,
+    rephrase_count AS rephrases, handed_off,
+    toUnixTimestamp64Micro(activity_at) AS last_activity_us,
+    toUnixTimestamp64Micro(began_at) AS started_at_us
+FROM (
+    SELECT conversation_id, agent, {_OUTCOME} AS outcome, toInt64(user_messages) AS turns,
+        {SATISFACTION_EXPR} AS score, toInt64(rephrases) AS rephrase_count,
+        had_handoff AS handed_off,
+        ifNull(last_activity, last_seen) AS activity_at,
+        ifNull(started_at, first_seen) AS began_at
+    FROM ({self.conversations_in_window()})
+)
+WHERE ({{outcome:String}} = '' OR outcome = {{outcome:String}})
+  AND ({{rephrased:UInt8}} = 0 OR rephrase_count > 0)
+  AND turns >= {{min_turns:Int64}}
+ORDER BY {order_by}
+LIMIT {{limit:UInt32}}"""
 
     def idle_conversations(self) -> str:
         """Conversations silent since ``idle_before`` with no outcome: abandonment candidates.
