@@ -361,6 +361,9 @@ class TestThroughTheCommandAndTheApi:
         assert ["tool_error", "3", "37.5%"] in cells
         assert ["(no", "tool)", "no", "3", "37.5%"] in cells
         assert "Rephrase in last two turns  2 (25.0%)" in table
+        agents = {row[0]: row for row in cells if row[:1] in (["bot"], ["other"])}
+        assert agents["bot"][-2:] == ["tool_error", "33.3%"]  # per agent: the top last step
+        assert agents["other"][-2:] == ["agent_response", "50.0%"]
         search = next(row for row in cells if row[:1] == ["search"] and "significant" in row)
         lift = next(e for e in document["tool_lift"] if e["tool"] == "search")
         assert search[1:3] == [

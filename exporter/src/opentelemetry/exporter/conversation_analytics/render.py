@@ -84,6 +84,7 @@ def render_report(report: Report) -> str:
                 "duration s",
                 "satisfaction",
                 "rephrase%",
+                "left after (top)",
             ),
             [
                 (
@@ -96,6 +97,7 @@ def render_report(report: Report) -> str:
                     a.avg_duration_seconds,
                     a.avg_satisfaction,
                     a.rephrase_rate,
+                    _top_exit(a.exit_context),
                 )
                 for a in report.agents
             ],
@@ -118,6 +120,14 @@ def render_report(report: Report) -> str:
             ],
         )
     return "\n".join(lines)
+
+
+def _top_exit(context: ExitContext) -> str:
+    """An agent's most frequent last step before leaving, with its share ("-": none left)."""
+    if not context.last_event:
+        return "-"
+    top = context.last_event[0]
+    return f"{top.kind} {_value(top.share, '%')}"
 
 
 def _exit_section(context: ExitContext) -> list[str]:
