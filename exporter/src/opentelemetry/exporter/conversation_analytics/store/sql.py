@@ -587,7 +587,8 @@ ORDER BY is_survival, conversations DESC, value, turn, turn_abandoned"""
         abandonment stands: ``was_abandoned``), counted per (``agent``, ``kind``, ``has_tool``,
         ``tool``, ``tool_failed``, ``rephrased``).
 
-        Read from the raw events of those conversations in the window, each once: ``kind`` is
+        Read from the raw events in the window of conversations with an ``abandoned`` event
+        there (few; the join keeps those whose abandonment stands), each once: ``kind`` is
         the :class:`ExitKind` of the latest step (by time, then precedence, then event id),
         ``tool`` the latest tool call's name and ``tool_failed`` whether it carried an
         ``error.type`` (by time, then event id, as the Grafana drop-off panel picks them),
@@ -614,7 +615,10 @@ INNER JOIN (
             {_is(_E.TOOL_CALLED)} AS is_tool, {_is(_E.USER_MESSAGE)} AS is_user
         FROM {self.events}
         WHERE timestamp >= {{since:{TS_TYPE}}}
-          AND conversation_id IN (SELECT conversation_id FROM ({abandoned}))
+          AND conversation_id IN (
+            SELECT conversation_id FROM {self.events}
+            WHERE {_is(_E.ABANDONED)} AND timestamp >= {{since:{TS_TYPE}}}
+          )
         LIMIT 1 BY event_id
     )
     GROUP BY conversation_id
