@@ -210,6 +210,30 @@ class TestExitContextOnTheStore:
         assert context["last_event"] == [{"kind": K.NONE.value, "conversations": 1, "share": 100.0}]
         assert context["rephrased_in_last_two_turns"] == {"conversations": 0, "share": 0.0}
 
+    def test_explicit_user_messages_decide_the_last_two_turns(
+        self, store: ConversationStore
+    ) -> None:
+        """An instrumented agent that also records explicitly has each user message twice
+        (one derived from its GenAI span): the explicit ones are its turns, so a rephrase in
+        its last two explicit messages counts even when derived copies come later; a
+        conversation with only derived messages reads those."""
+        ev = Events()
+        ev.add("both", E.USER_MESSAGE, 0, turn=1, rephrase=True)
+        ev.add("both", E.USER_MESSAGE, 1, turn=2)
+        ev.add("both", E.USER_MESSAGE, 2, turn=1, derived=True)
+        ev.add("both", E.USER_MESSAGE, 3, turn=2, derived=True)
+        _abandon(ev, "both", 4)
+        ev.add("genai", E.USER_MESSAGE, 10, turn=1, derived=True, rephrase=True)
+        ev.add("genai", E.AGENT_RESPONSE, 11, turn=1, derived=True)
+        _abandon(ev, "genai", 12)
+        store.insert(ev.rows)
+        context = store.report().to_dict()["exit_context"]
+        assert context["rephrased_in_last_two_turns"] == {"conversations": 2, "share": 100.0}
+        assert context["last_event"] == [
+            {"kind": K.AGENT_RESPONSE.value, "conversations": 1, "share": 50.0},
+            {"kind": K.USER_MESSAGE.value, "conversations": 1, "share": 50.0},
+        ]
+
     def test_empty_window(self, store: ConversationStore) -> None:
         """No conversations: zero abandoned, empty lists, no share (not a division by 0)."""
         assert store.report().to_dict()["exit_context"] == {
