@@ -5,6 +5,7 @@ real collector's API; tool lift against statsmodels on the same counts."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from statsmodels.stats.proportion import proportion_confint, proportions_ztest
 
 from collector_process import run_cli
-from handbuilt import E, Events, collector_api, get_json
+from handbuilt import BASE, E, Events, collector_api, get_json
 from opentelemetry.exporter.conversation_analytics.analytics import (
     MIN_COMPARE_SAMPLE,
     TOO_FEW_NOTE,
@@ -155,6 +156,13 @@ class TestExitContextOnTheStore:
     def test_per_agent(self, filled: ConversationStore) -> None:
         """Each agent's breakdown carries its own exit context, shares of its own abandoned."""
         assert _agents(filled.report().to_dict()) == {"bot": EXPECTED_BOT, "other": EXPECTED_OTHER}
+
+    def test_window_edge_read_from_raw_events(self, filled: ConversationStore) -> None:
+        """A window starting a second before the first event: its partial first hour is read
+        from raw events, the rest from the rollup, and the answer is the same."""
+        now = BASE + timedelta(days=1) - timedelta(seconds=1)
+        assert filled.report(1, now=now).to_dict()["exit_context"] == EXPECTED
+        assert filled.report(1, now=now).tool_lift == filled.report().tool_lift
 
     def test_agent_filter(self, filled: ConversationStore) -> None:
         """``report --agent`` narrows the exit context like every other number."""

@@ -125,6 +125,34 @@ def _count(name: str, condition: str) -> RollupColumn:
 _TS_NULL = f"Nullable({TS_TYPE})"
 _INFERRED = "abandon_inferred"
 _EVALUATION = f"event_type = '{EVALUATION_EVENT_TYPE}'"
+#: How each event reads as an exit step, in :class:`ExitKind`'s precedence order (the first
+#: condition an event meets names it; at equal timestamps the earlier entry wins).
+_EXIT_KINDS: Final[tuple[tuple[str, ExitKind], ...]] = (
+    (_is(_E.HANDOFF_REQUESTED), ExitKind.HANDOFF_REQUEST),
+    (_is(_E.AGENT_RESPONSE), ExitKind.AGENT_RESPONSE),
+    (f"{_is(_E.TOOL_CALLED)} AND error_type != ''", ExitKind.TOOL_ERROR),
+    (_is(_E.TOOL_CALLED), ExitKind.TOOL_CALL),
+    (f"{_is(_E.USER_MESSAGE)} AND rephrase", ExitKind.REPHRASE),
+    (_is(_E.USER_MESSAGE), ExitKind.USER_MESSAGE),
+    (_is(_E.STARTED), ExitKind.STARTED),
+)
+_EXIT_KIND = (
+    "multiIf("
+    + ", ".join(f"{condition}, '{kind.value}'" for condition, kind in _EXIT_KINDS)
+    + f", '{ExitKind.OTHER.value}')"
+)
+_EXIT_RANK = (
+    "multiIf("
+    + ", ".join(
+        f"{condition}, {len(_EXIT_KINDS) - index}"
+        for index, (condition, _) in enumerate(_EXIT_KINDS)
+    )
+    + ", 0)"
+)
+#: Not a step of the conversation the user saw: the abandonment itself, feedback, evaluations.
+_NOT_A_STEP = f"{_is(_E.ABANDONED)} OR {_is(_E.FEEDBACK_RECEIVED)} OR {_EVALUATION}"
+
+
 ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
     _simple("first_seen", "min", TS_TYPE, "min(timestamp)"),
     _simple("last_seen", "max", TS_TYPE, "max(timestamp)"),
@@ -191,6 +219,35 @@ ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
     _count(
         "negative_feedback",
         f"{_is(_E.FEEDBACK_RECEIVED)} AND feedback_rating = '{RATING_NEGATIVE}'",
+    ),
+    # What came last before leaving (``exit_context``), kept per conversation so the report
+    # reads the rollup, not raw events: the latest step as (time, precedence, kind, event id),
+    # the latest tool call as (time, event id, tool, failed), the latest rephrased user turn.
+    _simple(
+        "last_step",
+        "max",
+        f"Tuple({TS_TYPE}, UInt8, String, String)",
+        f"maxIf((timestamp, toUInt8({_EXIT_RANK}), {_EXIT_KIND}, event_id), NOT ({_NOT_A_STEP}))",
+    ),
+    _simple(
+        "last_tool_call",
+        "max",
+        f"Tuple({TS_TYPE}, String, String, UInt8)",
+        f"maxIf((timestamp, event_id, toString(tool_name), toUInt8(error_type != '')), "
+        f"{_is(_E.TOOL_CALLED)})",
+    ),
+    _simple(
+        "last_rephrase_turn",
+        "max",
+        "Nullable(Int32)",
+        f"maxIfOrNull(turn, {_is(_E.USER_MESSAGE)} AND rephrase)",
+    ),
+    # The tools a conversation called (for ``tool_lift``), each once.
+    RollupColumn(
+        "tool_names",
+        "SimpleAggregateFunction(groupUniqArrayArray, Array(String))",
+        f"groupUniqArrayIf(toString(tool_name), {_is(_E.TOOL_CALLED)} AND tool_name != '')",
+        "groupUniqArrayArray(tool_names)",
     ),
 )
 #: The materialized view feeding the rollup.
@@ -266,48 +323,6 @@ def _dimension(name: str) -> str:
 _SURVIVAL_TURN = """if(user_messages > 0,
     toInt64(if(was_abandoned = 1 AND abandoned_turn >= 1, abandoned_turn, user_messages)), NULL)"""
 
-
-#: How each event reads as an exit step, in :class:`ExitKind`'s precedence order (the first
-#: condition an event meets names it; at equal timestamps the earlier entry wins).
-_EXIT_KINDS: Final[tuple[tuple[str, ExitKind], ...]] = (
-    (_is(_E.HANDOFF_REQUESTED), ExitKind.HANDOFF_REQUEST),
-    (_is(_E.AGENT_RESPONSE), ExitKind.AGENT_RESPONSE),
-    (f"{_is(_E.TOOL_CALLED)} AND error_type != ''", ExitKind.TOOL_ERROR),
-    (_is(_E.TOOL_CALLED), ExitKind.TOOL_CALL),
-    (f"{_is(_E.USER_MESSAGE)} AND rephrase", ExitKind.REPHRASE),
-    (_is(_E.USER_MESSAGE), ExitKind.USER_MESSAGE),
-    (_is(_E.STARTED), ExitKind.STARTED),
-)
-_EXIT_KIND = (
-    "multiIf("
-    + ", ".join(f"{condition}, '{kind.value}'" for condition, kind in _EXIT_KINDS)
-    + f", '{ExitKind.OTHER.value}')"
-)
-_EXIT_RANK = (
-    "multiIf("
-    + ", ".join(
-        f"{condition}, {len(_EXIT_KINDS) - index}"
-        for index, (condition, _) in enumerate(_EXIT_KINDS)
-    )
-    + ", 0)"
-)
-#: Not a step of the conversation the user saw: the abandonment itself, feedback, evaluations.
-_NOT_A_STEP = f"{_is(_E.ABANDONED)} OR {_is(_E.FEEDBACK_RECEIVED)} OR {_EVALUATION}"
-
-
-def _last_two_rephrased(condition: str) -> str:
-    """Whether either of the last two user messages matching ``condition`` (by time, then
-    event id) is flagged a rephrase."""
-    messages = f"groupArrayIf((timestamp, event_id, rephrase), is_user AND {condition})"
-    return f"arrayExists(m -> tupleElement(m, 3), arraySlice(arraySort({messages}), -2))"
-
-
-#: Explicit user messages when the conversation has any, else those derived from GenAI spans
-#: (as the rollup counts them: an instrumented agent's messages never count twice).
-_REPHRASED_LAST_TWO = (
-    f"if(countIf(is_user AND NOT derived) > 0, {_last_two_rephrased('NOT derived')}, "
-    f"{_last_two_rephrased('derived')})"
-)
 
 #: ``conversations``' outcome, by :class:`ConversationOutcome`'s precedence.
 _OUTCOME = (
@@ -585,60 +600,39 @@ ORDER BY is_survival, conversations DESC, value, turn, turn_abandoned"""
     def exit_context(self) -> str:
         """What came last before leaving, per abandoned conversation of the window (its
         abandonment stands: ``was_abandoned``), counted per (``agent``, ``kind``, ``has_tool``,
-        ``tool``, ``tool_failed``, ``rephrased``).
+        ``tool``, ``tool_failed``, ``rephrased``), from the rollup in the same window as the
+        summary.
 
-        Read from the raw events in the window of conversations with an ``abandoned`` event
-        there (few; the join keeps those whose abandonment stands), each once: ``kind`` is
-        the :class:`ExitKind` of the latest step (by time, then precedence, then event id),
-        ``tool`` the latest tool call's name and ``tool_failed`` whether it carried an
-        ``error.type`` (by time, then event id, as the Grafana drop-off panel picks them),
-        ``rephrased`` whether one of the last two user messages is a rephrase. Parameters
-        those of :meth:`conversations_in_window`.
+        ``kind`` is the :class:`ExitKind` of the latest step (by time, then precedence, then
+        event id), ``tool`` the latest tool call's name and ``tool_failed`` whether it carried
+        an ``error.type`` (by time, then event id, as the Grafana drop-off panel picks them),
+        ``rephrased`` whether a user turn flagged a rephrase is the last user turn or the one
+        before it. Parameters those of :meth:`conversations_in_window`.
         """
-        abandoned = f"SELECT conversation_id, agent FROM ({self.conversations_in_window()})\n"
-        abandoned += "WHERE was_abandoned = 1"
-        return f"""SELECT w.agent AS agent, e.kind AS kind, e.tools > 0 AS has_tool, e.tool AS tool,
-    e.tool_failed AS tool_failed, e.rephrased AS rephrased, count() AS conversations
-FROM ({abandoned}) AS w
-INNER JOIN (
-    SELECT conversation_id,
-        if(countIf(is_step) = 0, '{ExitKind.NONE.value}',
-           argMaxIf(exit_kind, (timestamp, exit_rank, event_id), is_step)) AS kind,
-        countIf(is_tool) AS tools,
-        argMaxIf(toString(tool_name), (timestamp, event_id), is_tool) AS tool,
-        argMaxIf(error_type != '', (timestamp, event_id), is_tool) AS tool_failed,
-        {_REPHRASED_LAST_TWO} AS rephrased
-    FROM (
-        SELECT conversation_id, event_id, timestamp, tool_name, error_type, rephrase, derived,
-            {_EXIT_KIND} AS exit_kind, {_EXIT_RANK} AS exit_rank,
-            NOT ({_NOT_A_STEP}) AS is_step,
-            {_is(_E.TOOL_CALLED)} AS is_tool, {_is(_E.USER_MESSAGE)} AS is_user
-        FROM {self.events}
-        WHERE timestamp >= {{since:{TS_TYPE}}}
-          AND conversation_id IN (
-            SELECT conversation_id FROM {self.events}
-            WHERE {_is(_E.ABANDONED)} AND timestamp >= {{since:{TS_TYPE}}}
-          )
-        LIMIT 1 BY event_id
-    )
-    GROUP BY conversation_id
-) AS e ON w.conversation_id = e.conversation_id
+        return f"""SELECT agent, kind, has_tool, tool, tool_failed, rephrased,
+    count() AS conversations
+FROM (
+    SELECT agent,
+        if(tupleElement(last_step, 3) = '', '{ExitKind.NONE.value}', tupleElement(last_step, 3))
+            AS kind,
+        tupleElement(last_tool_call, 2) != '' AS has_tool,
+        tupleElement(last_tool_call, 3) AS tool,
+        tupleElement(last_tool_call, 4) = 1 AS tool_failed,
+        ifNull(last_rephrase_turn >= last_user_turn - 1, 0) = 1 AS rephrased
+    FROM ({self.conversations_in_window()})
+    WHERE was_abandoned = 1
+)
 GROUP BY agent, kind, has_tool, tool, tool_failed, rephrased
 ORDER BY conversations DESC, agent, kind, tool, tool_failed, rephrased"""
 
     def tool_lift(self) -> str:
         """Per tool called in the window: the conversations that called it and how many of
         them completed (the rest of the window's conversations are the "without" side), the
-        ``tools`` (UInt32) called in the most conversations. Parameters those of
-        :meth:`conversations_in_window` plus ``tools``."""
-        return f"""SELECT t.tool AS tool, count() AS conversations,
-    countIf(w.was_completed = 1) AS completed
-FROM (SELECT conversation_id, was_completed FROM ({self.conversations_in_window()})) AS w
-INNER JOIN (
-    SELECT DISTINCT conversation_id, toString(tool_name) AS tool
-    FROM {self.events}
-    WHERE {_is(_E.TOOL_CALLED)} AND tool_name != '' AND timestamp >= {{since:{TS_TYPE}}}
-) AS t ON w.conversation_id = t.conversation_id
+        ``tools`` (UInt32) called in the most conversations, from the rollup. Parameters those
+        of :meth:`conversations_in_window` plus ``tools``."""
+        return f"""SELECT tool, count() AS conversations, countIf(was_completed = 1) AS completed
+FROM ({self.conversations_in_window()})
+ARRAY JOIN tool_names AS tool
 GROUP BY tool
 ORDER BY conversations DESC, tool ASC
 LIMIT {{tools:UInt32}}"""
