@@ -261,7 +261,9 @@ class ConversationStore(abc.ABC):
         and the survival curve, overall and per agent."""
         params = self.window_params(days, now, agent)
         rows = self.select(self.schema.summary(), params)
-        summaries = [row for row in rows if not _truthy(row["is_survival"])]
+        summaries = [
+            row for row in rows if not _truthy(row["is_survival"]) and not _truthy(row["is_exit"])
+        ]
         totals = [row for row in summaries if _truthy(row["is_total"])]
         overall = summarize(totals[0]) if totals else summarize(_EMPTY_SUMMARY)
         drop_off = [
@@ -288,7 +290,9 @@ class ConversationStore(abc.ABC):
                 )
         evaluations = summarize_evaluations(self.select(self.schema.evaluations(), params))
         survival, reached = curves.get(None, ([], []))
-        exit_context, agent_exits = exit_contexts(self.select(self.schema.exit_context(), params))
+        exit_context, agent_exits = exit_contexts(
+            row for row in rows if _truthy(row["is_exit"]) and _truthy(row["turn_abandoned"])
+        )
         for entry in agents:
             entry.exit_context = agent_exits.get(entry.agent, ExitContext())
         lift_rows = self.select(self.schema.tool_lift(), {**params, "tools": MAX_LIFT_TOOLS})

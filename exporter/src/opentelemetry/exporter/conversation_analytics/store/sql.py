@@ -341,6 +341,19 @@ if set(_CONVERSATION_ORDER_BY) != set(CONVERSATION_ORDERS):  # pragma: no cover 
     raise RuntimeError("every conversations order needs its ORDER BY clause")
 
 
+#: A conversation's exit context from its merged rollup row (``exit_context``): ``kind``, the
+#: :class:`ExitKind` of its latest step (by time, then precedence, then event id); ``tool``, its
+#: latest tool call's name and ``tool_failed``, whether that call carried an ``error.type`` (by
+#: time, then event id, as the Grafana drop-off panel picks them); ``rephrased``, whether a user
+#: turn flagged a rephrase is its last user turn or the one before it.
+_EXIT_COLUMNS = f"""if(tupleElement(last_step, 3) = '', '{ExitKind.NONE.value}',
+        tupleElement(last_step, 3)) AS kind,
+    tupleElement(last_tool_call, 2) != '' AS has_tool,
+    tupleElement(last_tool_call, 3) AS tool,
+    tupleElement(last_tool_call, 4) = 1 AS tool_failed,
+    ifNull(last_rephrase_turn >= last_user_turn - 1, 0) = 1 AS rephrased"""
+
+
 def check_identifier(name: str) -> str:
     """Return ``name`` if it is a plain SQL identifier, else raise ``ValueError``."""
     if not _IDENTIFIER.match(name):
@@ -521,15 +534,18 @@ GROUP BY conversation_id
 WHERE {{agent:String}} = '' OR agent = {{agent:String}}"""
 
     def summary(self) -> str:
-        """Section 4 counts over the window, overall (``is_total``) and per agent, and the
+        """Section 4 counts over the window, overall (``is_total``) and per agent, the
         survival curve's counts (``is_survival``: conversations per agent, ``turn`` and
-        ``turn_abandoned``; overall is their sum), all in one pass over the rollup.
+        ``turn_abandoned``; overall is their sum), and the exit context's counts (``is_exit``:
+        conversations per agent, ``turn_abandoned`` and the :data:`_EXIT_COLUMNS`; the report
+        keeps the abandoned ones), all in one pass over the rollup.
 
         Rates are rounded in Python, exactly as PostgreSQL rounds them; the Kaplan-Meier product
         is taken in Python too.
         """
         return f"""SELECT agent, grouping(agent) = 1 AS is_total, grouping(turn) = 0 AS is_survival,
-    turn, was_abandoned AS turn_abandoned,
+    grouping(kind) = 0 AS is_exit,
+    turn, was_abandoned AS turn_abandoned, kind, has_tool, tool, tool_failed, rephrased,
     count() AS conversations,
     countIf(was_completed = 1) AS completed,
     countIf(was_abandoned = 1) AS abandoned,
@@ -540,9 +556,17 @@ WHERE {{agent:String}} = '' OR agent = {{agent:String}}"""
     sumIf(dateDiff('microsecond', started_at, completed_at),
           started_at IS NOT NULL AND completed_at IS NOT NULL) AS duration_us,
     toString(sum({SATISFACTION_EXPR})) AS satisfaction_sum
-FROM (SELECT *, {_SURVIVAL_TURN} AS turn FROM ({self.conversations_in_window()}))
-GROUP BY GROUPING SETS ((agent), (), (agent, turn, was_abandoned))
-ORDER BY is_survival, is_total DESC, conversations DESC, agent, turn, turn_abandoned"""
+FROM (
+    SELECT *, {_SURVIVAL_TURN} AS turn,
+    {_EXIT_COLUMNS}
+    FROM ({self.conversations_in_window()})
+)
+GROUP BY GROUPING SETS (
+    (agent), (), (agent, turn, was_abandoned),
+    (agent, was_abandoned, kind, has_tool, tool, tool_failed, rephrased)
+)
+ORDER BY is_exit, is_survival, is_total DESC, conversations DESC, agent, turn, turn_abandoned,
+    kind, tool, tool_failed, rephrased"""
 
     def drop_off(self) -> str:
         """Abandoned events per ``abandoned_at_turn``, most frequent first, top 10.
@@ -596,34 +620,6 @@ FROM (
 )
 GROUP BY GROUPING SETS ((value), (value, turn, was_abandoned))
 ORDER BY is_survival, conversations DESC, value, turn, turn_abandoned"""
-
-    def exit_context(self) -> str:
-        """What came last before leaving, per abandoned conversation of the window (its
-        abandonment stands: ``was_abandoned``), counted per (``agent``, ``kind``, ``has_tool``,
-        ``tool``, ``tool_failed``, ``rephrased``), from the rollup in the same window as the
-        summary.
-
-        ``kind`` is the :class:`ExitKind` of the latest step (by time, then precedence, then
-        event id), ``tool`` the latest tool call's name and ``tool_failed`` whether it carried
-        an ``error.type`` (by time, then event id, as the Grafana drop-off panel picks them),
-        ``rephrased`` whether a user turn flagged a rephrase is the last user turn or the one
-        before it. Parameters those of :meth:`conversations_in_window`.
-        """
-        return f"""SELECT agent, kind, has_tool, tool, tool_failed, rephrased,
-    count() AS conversations
-FROM (
-    SELECT agent,
-        if(tupleElement(last_step, 3) = '', '{ExitKind.NONE.value}', tupleElement(last_step, 3))
-            AS kind,
-        tupleElement(last_tool_call, 2) != '' AS has_tool,
-        tupleElement(last_tool_call, 3) AS tool,
-        tupleElement(last_tool_call, 4) = 1 AS tool_failed,
-        ifNull(last_rephrase_turn >= last_user_turn - 1, 0) = 1 AS rephrased
-    FROM ({self.conversations_in_window()})
-    WHERE was_abandoned = 1
-)
-GROUP BY agent, kind, has_tool, tool, tool_failed, rephrased
-ORDER BY conversations DESC, agent, kind, tool, tool_failed, rephrased"""
 
     def tool_lift(self) -> str:
         """Per tool called in the window: the conversations that called it and how many of
