@@ -218,13 +218,11 @@ class TestExitContextOnTheStore:
         assert context["last_event"] == [{"kind": K.NONE.value, "conversations": 1, "share": 100.0}]
         assert context["rephrased_in_last_two_turns"] == {"conversations": 0, "share": 0.0}
 
-    def test_explicit_user_messages_decide_the_last_two_turns(
-        self, store: ConversationStore
-    ) -> None:
+    def test_last_two_turns_by_turn_number(self, store: ConversationStore) -> None:
         """An instrumented agent that also records explicitly has each user message twice
-        (one derived from its GenAI span): the explicit ones are its turns, so a rephrase in
-        its last two explicit messages counts even when derived copies come later; a
-        conversation with only derived messages reads those."""
+        (one derived from its GenAI span) under the same turn number: a rephrase in turn 1 of
+        2 counts even when derived copies of turns 1 and 2 come later; a conversation with
+        only derived messages reads those."""
         ev = Events()
         ev.add("both", E.USER_MESSAGE, 0, turn=1, rephrase=True)
         ev.add("both", E.USER_MESSAGE, 1, turn=2)

@@ -130,7 +130,7 @@ class CountShare:
 class ExitContext:
     """What came last before people left: over conversations whose abandonment stands (the
     report's ``abandonment_rate`` rule), the last step, the last tool and whether it failed,
-    and how many had a rephrase among their last two user messages."""
+    and how many had a rephrase in their last two user turns."""
 
     abandoned: int = 0
     last_event: list[ExitKindShare] = field(default_factory=list)
