@@ -21,7 +21,7 @@ from opentelemetry.exporter.conversation_analytics.analytics import (
     ExitKind,
     Report,
 )
-from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store
+from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store, sql
 
 K = ExitKind
 PERCENT_PLACE = 0.05 + 1e-9
@@ -416,3 +416,37 @@ class TestThroughTheCommandAndTheApi:
             assert document["tool_lift"] == expected["tool_lift"]
             done = run_cli("report", "--format", "json", "--collector", api)
             assert json.loads(done.stdout)["exit_context"] == EXPECTED
+
+
+class TestUpgradedStore:
+    """A store whose rollup predates the exit columns gets them when opened."""
+
+    def test_old_conversations_read_none_new_ones_their_exit(self, store_url: str) -> None:
+        """Conversations rolled up before the upgrade read ``none`` with no tool (the
+        documented fallback); those written after it read their real exit, and nothing breaks."""
+        new_columns = {"last_step", "last_tool_call", "last_rephrase_turn", "tool_names"}
+        ev = exits()
+        old_rows = [row for row in ev.rows if row.conversation_id == "a2"]
+        new_rows = [row for row in ev.rows if row.conversation_id == "a1"]
+        with pytest.MonkeyPatch.context() as patch:
+            previous = tuple(c for c in sql.ROLLUP_COLUMNS if c.name not in new_columns)
+            patch.setattr(sql, "ROLLUP_COLUMNS", previous)
+            old = open_store(store_url)
+            try:
+                old.insert(old_rows)
+            finally:
+                old.close()
+        store = open_store(store_url)
+        try:
+            store.insert(new_rows)
+            report = store.report().to_dict()
+        finally:
+            store.close()
+        assert report["exit_context"]["last_event"] == [
+            {"kind": K.AGENT_RESPONSE.value, "conversations": 1, "share": 50.0},
+            {"kind": K.NONE.value, "conversations": 1, "share": 50.0},
+        ]
+        assert report["exit_context"]["last_tool"] == [
+            {"tool": None, "failed": False, "conversations": 2, "share": 100.0}
+        ]
+        assert report["tool_lift"] == []
