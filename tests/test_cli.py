@@ -46,6 +46,8 @@ EXTRA_KEYS = {
     "reached_turn",
     "daily",
     "satisfaction_distribution",
+    "exit_context",
+    "tool_lift",
 }
 RATE_KEYS = ("completion_rate", "abandonment_rate", "handoff_rate")
 DEMO_AGENTS = {"support-bot", "research-assistant"}
@@ -116,6 +118,8 @@ def test_demo_reports_spec_keys_and_sane_values(demo: DemoRun) -> None:
     assert report["avg_duration_seconds"] > 0
     assert 0.0 <= report["avg_satisfaction"] <= 1.0
     assert report["days"] == 7
+    context = report["exit_context"]
+    assert sum(entry["conversations"] for entry in context["last_event"]) == context["abandoned"]
 
 
 def test_demo_drop_off_is_turn_count_pairs_most_frequent_first(demo: DemoRun) -> None:

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from grafana_macros import ALL, VARIABLE_SYNTAX, QueryContext, Selection, prepare
 from opentelemetry.exporter.conversation_analytics import metrics
-from opentelemetry.exporter.conversation_analytics.analytics import round_half_up
+from opentelemetry.exporter.conversation_analytics.analytics import ExitKind, round_half_up
 from opentelemetry.exporter.conversation_analytics.collector.service import REQUESTS_REJECTED
 from opentelemetry.exporter.conversation_analytics.demo import run_demo
 from opentelemetry.exporter.conversation_analytics.exporter import ConversationAnalyticsExporter
@@ -35,6 +35,7 @@ from opentelemetry.exporter.conversation_analytics.stats import (
     wilson_interval,
 )
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store
+from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "grafana"
@@ -600,6 +601,45 @@ def test_just_before_leaving_accounts_for_every_abandonment(demo: Demo) -> None:
     assert all(row["explicit"] + row["inferred"] == row["abandoned"] for row in rows)
     assert {row["handoff"] for row in rows} <= {"yes", "no"}
     assert any(row["last_tool"] != "(no tool)" for row in rows)
+
+
+#: The report's exit kinds as the drop-off panel names a last event (its raw event type).
+_PANEL_EVENT = {
+    ExitKind.HANDOFF_REQUEST: ConversationEvent.HANDOFF_REQUESTED,
+    ExitKind.AGENT_RESPONSE: ConversationEvent.AGENT_RESPONSE,
+    ExitKind.TOOL_ERROR: ConversationEvent.TOOL_CALLED,
+    ExitKind.TOOL_CALL: ConversationEvent.TOOL_CALLED,
+    ExitKind.REPHRASE: ConversationEvent.USER_MESSAGE,
+    ExitKind.USER_MESSAGE: ConversationEvent.USER_MESSAGE,
+    ExitKind.STARTED: ConversationEvent.STARTED,
+}
+
+
+def test_report_exit_context_agrees_with_just_before_leaving(demo: Demo) -> None:
+    """The report's ``exit_context`` and the "Just before people left" panel count the same
+    abandoned conversations by last event and by last tool (and its failure), where their
+    definitions overlap: the report splits tool calls and user messages finer."""
+    context = StoreReader(demo.store).report(_report_days(demo), now=demo.ctx.time_to).exit_context
+    _, rows = demo.run(_by_title("ca-dropoff", "Just before people left"))
+    assert len(rows) < 20, "the panel's LIMIT cut rows off: compare on more data differently"
+    assert sum(row["abandoned"] for row in rows) == context.abandoned > 0
+    panel_events: dict[str, int] = {}
+    panel_tools: dict[tuple[str | None, bool], int] = {}
+    for row in rows:
+        panel_events[row["last_event"]] = panel_events.get(row["last_event"], 0) + row["abandoned"]
+        tool = row["last_tool"]
+        key = (
+            (None, False)
+            if tool == "(no tool)"
+            else (tool.split(" (failed: ")[0], "(failed: " in tool)
+        )
+        panel_tools[key] = panel_tools.get(key, 0) + row["abandoned"]
+    report_events: dict[str, int] = {}
+    for entry in context.last_event:
+        event = _PANEL_EVENT[ExitKind(entry.kind)].value
+        report_events[event] = report_events.get(event, 0) + entry.conversations
+    assert report_events == panel_events
+    assert {(t.tool, t.failed): t.conversations for t in context.last_tool} == panel_tools
 
 
 def test_compare_by_agent_equals_the_reports_breakdown(demo: Demo) -> None:

@@ -398,14 +398,31 @@ class TestHostileNames:
         compare = tables(rendered["dom"])["compare-table"]
         assert any(row[0] == HOSTILE for row in compare)
 
-    def test_exit_context_renders_when_present(self, rendered: dict[str, Any]) -> None:
-        """A report with ``exit_context`` shows it (escaped) instead of the drop-off."""
+    def test_exit_tables_equal_the_json(self, rendered: dict[str, Any]) -> None:
+        """The last step and last tool tables are the report's ``exit_context``."""
+        context = rendered["report"]["exit_context"]
+        found = tables(rendered["dom"])
+        assert context["abandoned"] > 0
+        assert found["exit-table"][1:] == [
+            [entry["kind"], str(entry["conversations"]), shown(entry["share"])]
+            for entry in context["last_event"]
+        ]
+        assert found["exit-tool-table"][1:] == [
+            [
+                entry["tool"] or "(none)",
+                "yes" if entry["failed"] else "no",
+                str(entry["conversations"]),
+                shown(entry["share"]),
+            ]
+            for entry in context["last_tool"]
+        ]
+
+    def test_hostile_tool_name_is_text(self, rendered: dict[str, Any]) -> None:
+        """A tool called ``<script>…`` in the exit tables is escaped, never markup."""
         report = Report.from_dict(rendered["report"])
-        report.exit_context = [{"context": HOSTILE, "conversations": 3}]  # type: ignore[attr-defined]
+        report.exit_context.last_tool[0].tool = HOSTILE
         page = render_html(report, Comparison.from_dict(rendered["compare"]))
-        found = tables(page)
-        assert "dropoff-table" not in found
-        assert found["exit-table"] == [["context", "conversations"], [HOSTILE, "3"]]
+        assert tables(page)["exit-tool-table"][1][0] == HOSTILE
         assert "<script>" not in page
 
 

@@ -138,9 +138,10 @@ FROM (
         argMaxIf(abandon_inferred, (timestamp, event_id), event_type = 'abandoned') AS is_inferred,
         argMaxIf(abandoned_at_turn, (timestamp, event_id), event_type = 'abandoned') AS at_turn,
         maxIf(timestamp, event_type = 'abandoned') AS left_at,
-        maxIf(timestamp, event_type != 'abandoned') AS last_other_at,
+        maxIf(timestamp, event_type NOT IN ('abandoned', 'evaluation')) AS last_other_at,
         argMaxIf(event_type, (timestamp, event_id),
-                 event_type NOT IN ('abandoned', 'feedback_received')) AS last_event,
+                 event_type NOT IN ('abandoned', 'feedback_received', 'evaluation'))
+            AS last_event,
         if(countIf(event_type = 'tool_called') = 0, '(no tool)',
            argMaxIf(concat(tool_name, if(error_type != '', concat(' (failed: ', error_type, ')'),
                     '')), (timestamp, event_id), event_type = 'tool_called')) AS last_tool,
@@ -234,8 +235,9 @@ LIMIT 20"""
             "Just before people left",
             sql_target(before_leaving, table=True),
             description="Abandoned conversations grouped by their last step before leaving "
-            "(last event other than feedback), the last tool called (and whether it failed) "
-            "and whether a handoff was requested; explicit vs inferred abandonment.",
+            "(last event other than feedback and evaluations, as the report's exit_context), the "
+            "last tool called (and whether it failed) and whether a handoff was requested; "
+            "explicit vs inferred abandonment.",
             overrides=[
                 column("last_event", "Last event"),
                 column("last_tool", "Last tool"),

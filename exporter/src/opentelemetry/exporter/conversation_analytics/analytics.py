@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, localcontext
+from enum import Enum
 from typing import Any, Final
 
 from opentelemetry.exporter.conversation_analytics.stats import (
@@ -102,6 +104,63 @@ def _with_survival(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
+class ExitKindShare:
+    """Abandoned conversations whose last step was ``kind``, and their percent of them."""
+
+    kind: str
+    conversations: int
+    share: float | None
+
+
+@dataclass
+class LastToolShare:
+    """Abandoned conversations whose last tool call was ``tool`` (``None``: they called none),
+    split by whether that call failed, and their percent of the abandoned conversations."""
+
+    tool: str | None
+    failed: bool
+    conversations: int
+    share: float | None
+
+
+@dataclass
+class CountShare:
+    """A count of abandoned conversations and its percent of them."""
+
+    conversations: int = 0
+    share: float | None = None
+
+
+@dataclass
+class ExitContext:
+    """What came last before people left: over conversations whose abandonment stands (the
+    report's ``abandonment_rate`` rule), the last step, the last tool and whether it failed,
+    and how many had a rephrase in their last two user turns."""
+
+    abandoned: int = 0
+    last_event: list[ExitKindShare] = field(default_factory=list)
+    last_tool: list[LastToolShare] = field(default_factory=list)
+    rephrased_in_last_two_turns: CountShare = field(default_factory=CountShare)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExitContext:
+        return cls(
+            abandoned=int(data.get("abandoned", 0)),
+            last_event=[ExitKindShare(**entry) for entry in data.get("last_event", [])],
+            last_tool=[LastToolShare(**entry) for entry in data.get("last_tool", [])],
+            rephrased_in_last_two_turns=CountShare(**data.get("rephrased_in_last_two_turns", {})),
+        )
+
+
+def _with_exit_context(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` with its ``exit_context`` as a dataclass (absent: empty, as from an older
+    collector)."""
+    values = dict(data)
+    values["exit_context"] = ExitContext.from_dict(values.get("exit_context") or {})
+    return values
+
+
+@dataclass
 class DropOff:
     """How many ``abandoned`` events name this turn."""
 
@@ -184,13 +243,18 @@ class Report:
     reached_turn: list[FunnelStep] = field(default_factory=list)
     daily: list[DailyPoint] = field(default_factory=list)
     satisfaction_distribution: list[SatisfactionBin] = field(default_factory=list)
+    exit_context: ExitContext = field(default_factory=ExitContext)
+    tool_lift: list[ToolLift] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["tool_lift"] = [lift.to_dict() for lift in self.tool_lift]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Report:
-        """Inverse of :meth:`to_dict` (a report fetched from a running collector)."""
+        """Inverse of :meth:`to_dict` (a report fetched from a running collector; keys an
+        older collector does not send take their defaults)."""
         values = _with_survival(data)
         values["daily"] = [DailyPoint(**entry) for entry in values.get("daily", [])]
         values["satisfaction_distribution"] = [
@@ -198,12 +262,14 @@ class Report:
         ]
         values["drop_off"] = [DropOff(**entry) for entry in values.get("drop_off", [])]
         values["agents"] = [
-            AgentReport(**_with_survival(entry)) for entry in values.get("agents", [])
+            AgentReport(**_with_exit_context(_with_survival(entry)))
+            for entry in values.get("agents", [])
         ]
         values["evaluations"] = [
             EvaluationReport.from_dict(entry) for entry in values.get("evaluations", [])
         ]
-        return cls(**values)
+        values["tool_lift"] = [ToolLift.from_dict(entry) for entry in values.get("tool_lift", [])]
+        return cls(**_with_exit_context(values))
 
 
 @dataclass
@@ -312,6 +378,7 @@ class AgentReport:
     rephrase_rate: float | None
     survival: list[SurvivalStep] = field(default_factory=list)
     reached_turn: list[FunnelStep] = field(default_factory=list)
+    exit_context: ExitContext = field(default_factory=ExitContext)
 
 
 def summarize(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -553,3 +620,263 @@ def compare_groups(
             )
         )
     return Comparison(by=by, baseline=baseline, days=days, groups=result, agent=agent)
+
+
+# ---- why people leave: exit context and tool lift --------------------------------------------
+
+
+class ExitKind(str, Enum):
+    """What came last before the user of an abandoned conversation left: the kind of its latest
+    event other than the abandonment itself, feedback and evaluations (none of which is a step
+    the user saw the conversation take). Members are in precedence order: when events share the
+    latest timestamp (backfills with second resolution), the earlier member wins, i.e. the step
+    that comes later in a turn (user message, tool calls, reply, handoff)."""
+
+    #: ``handoff_requested``.
+    HANDOFF_REQUEST = "handoff_request"
+    #: ``agent_response``.
+    AGENT_RESPONSE = "agent_response"
+    #: ``tool_called`` with an ``error.type``.
+    TOOL_ERROR = "tool_error"
+    #: ``tool_called`` without one.
+    TOOL_CALL = "tool_call"
+    #: ``user_message`` flagged ``conversation.rephrase``.
+    REPHRASE = "rephrase"
+    #: ``user_message`` not flagged as a rephrase.
+    USER_MESSAGE = "user_message"
+    #: ``started``.
+    STARTED = "started"
+    #: Any other event (``completed`` before an explicit abandonment, say).
+    OTHER = "other"
+    #: No event but the abandonment (and feedback) in the window.
+    NONE = "none"
+
+
+#: The ``last_tool`` list keeps this many (tool, failed) pairs, most frequent first.
+MAX_EXIT_TOOLS: Final = 20
+
+
+class _ExitTally:
+    """Exact counts of one scope (everything, or one agent) of abandoned conversations."""
+
+    def __init__(self) -> None:
+        self.abandoned = 0
+        self.kinds: dict[str, int] = {}
+        self.tools: dict[tuple[str | None, bool], int] = {}
+        self.rephrased = 0
+
+    def add(self, row: Mapping[str, Any], count: int) -> None:
+        self.abandoned += count
+        kind = str(row["kind"]) or ExitKind.NONE.value
+        self.kinds[kind] = self.kinds.get(kind, 0) + count
+        has_tool = _flag(row["has_tool"])
+        tool = (str(row["tool"]), _flag(row["tool_failed"])) if has_tool else (None, False)
+        self.tools[tool] = self.tools.get(tool, 0) + count
+        self.rephrased += count if _flag(row["rephrased"]) else 0
+
+    def context(self) -> ExitContext:
+        kinds = sorted(self.kinds.items(), key=lambda item: (-item[1], item[0]))
+        tools = sorted(
+            self.tools.items(),
+            key=lambda item: (-item[1], item[0][0] is None, item[0][0] or "", item[0][1]),
+        )
+        return ExitContext(
+            abandoned=self.abandoned,
+            last_event=[
+                ExitKindShare(kind, count, _percent(count, self.abandoned)) for kind, count in kinds
+            ],
+            last_tool=[
+                LastToolShare(tool, failed, count, _percent(count, self.abandoned))
+                for (tool, failed), count in tools[:MAX_EXIT_TOOLS]
+            ],
+            rephrased_in_last_two_turns=CountShare(
+                self.rephrased, _percent(self.rephrased, self.abandoned)
+            ),
+        )
+
+
+def _flag(value: Any) -> bool:
+    """A boolean column from either engine (JSON true/1/"1", or a native bool/int)."""
+    return value in (True, 1, "1", "true")
+
+
+def exit_contexts(rows: Iterable[Mapping[str, Any]]) -> tuple[ExitContext, dict[str, ExitContext]]:
+    """The exit context overall and per agent, from rows counting abandoned conversations per
+    (``agent``, ``kind``, ``has_tool``, ``tool``, ``tool_failed``, ``rephrased``)."""
+    overall = _ExitTally()
+    agents: dict[str, _ExitTally] = {}
+    for row in rows:
+        count = int(row["conversations"])
+        overall.add(row, count)
+        agents.setdefault(str(row["agent"]), _ExitTally()).add(row, count)
+    return overall.context(), {agent: tally.context() for agent, tally in agents.items()}
+
+
+#: ``tool_lift`` covers this many tools, those called in the most conversations.
+MAX_LIFT_TOOLS: Final = 50
+
+
+@dataclass
+class CompletionCount:
+    """Completion of a set of conversations: percent with its 95% Wilson interval."""
+
+    conversations: int
+    completed: int
+    completion_rate: float | None
+    completion_ci: list[float] | None
+
+    @classmethod
+    def of(cls, completed: int, conversations: int) -> CompletionCount:
+        return cls(
+            conversations,
+            completed,
+            _percent(completed, conversations),
+            _percent_interval(completed, conversations),
+        )
+
+
+@dataclass
+class ToolLift:
+    """Completion of the conversations that called ``tool`` against those that did not:
+    ``lift`` in percentage points (from exact counts), the two-sided pooled two-proportion
+    z-test's p-value (unrounded), and ``significant`` under compare's rule (p < 0.05 and at
+    least :data:`MIN_COMPARE_SAMPLE` conversations on each side). An association, not an
+    effect: conversations that need a tool may differ from those that do not.
+
+    In JSON the two sides are ``with`` and ``without`` (Python keywords, hence the names)."""
+
+    tool: str
+    with_tool: CompletionCount
+    without_tool: CompletionCount
+    lift: float | None
+    p_value: float | None
+    significant: bool
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["with"] = data.pop("with_tool")
+        data["without"] = data.pop("without_tool")
+        return {key: data[key] for key in ("tool", "with", "without", *_LIFT_TAIL)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ToolLift:
+        return cls(
+            tool=str(data["tool"]),
+            with_tool=CompletionCount(**data["with"]),
+            without_tool=CompletionCount(**data["without"]),
+            **{key: data.get(key) for key in _LIFT_TAIL if key != "significant"},
+            significant=bool(data["significant"]),
+        )
+
+
+_LIFT_TAIL: Final = ("lift", "p_value", "significant", "note")
+
+
+def tool_lifts(
+    rows: Iterable[Mapping[str, Any]], conversations: int, completed: int
+) -> list[ToolLift]:
+    """Tool lift from rows of (``tool``, ``conversations``, ``completed``) among the window's
+    ``conversations`` of which ``completed`` completed; the order of the rows is kept."""
+    lifts = []
+    for row in rows:
+        with_total, with_completed = int(row["conversations"]), int(row["completed"])
+        without_total = conversations - with_total
+        without_completed = completed - with_completed
+        versus = _vs_baseline(
+            {"completed": with_completed, "conversations": with_total},
+            {"completed": without_completed, "conversations": without_total},
+        )
+        lifts.append(
+            ToolLift(
+                tool=str(row["tool"]),
+                with_tool=CompletionCount.of(with_completed, with_total),
+                without_tool=CompletionCount.of(without_completed, without_total),
+                lift=versus.completion_diff,
+                p_value=versus.completion_p_value,
+                significant=versus.significant,
+                note=versus.note,
+            )
+        )
+    return lifts
+
+
+# ---- the conversations command ---------------------------------------------------------------
+
+
+class ConversationOutcome(str, Enum):
+    """One outcome per conversation, by precedence: completed (a handoff then a completion is
+    completed, as the report counts it in ``completion_rate`` and the Grafana Outcome column
+    does), else abandoned (an abandonment that stands), else handoff, else open."""
+
+    COMPLETED = "completed"
+    ABANDONED = "abandoned"
+    HANDOFF = "handoff"
+    OPEN = "open"
+
+
+#: ``conversations --order``: worst satisfaction first, or most recent activity first.
+CONVERSATION_ORDERS: Final = ("satisfaction", "last_activity")
+DEFAULT_CONVERSATIONS_LIMIT: Final = 20
+MAX_CONVERSATIONS_LIMIT: Final = 1000
+
+
+@dataclass
+class ConversationSummary:
+    """One conversation of the ``conversations`` listing: enough to pick ids to drill into."""
+
+    conversation_id: str
+    agent: str
+    outcome: str
+    turns: int
+    satisfaction: float
+    rephrases: int
+    last_activity: str
+    started_at: str
+    handed_off: bool
+
+
+@dataclass
+class ConversationList:
+    """``conversations``: the filters as applied, and the matching conversations in order."""
+
+    days: int
+    agent: str
+    outcome: str | None
+    rephrased: bool
+    min_turns: int
+    order: str
+    limit: int
+    conversations: list[ConversationSummary]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConversationList:
+        values = dict(data)
+        values["conversations"] = [
+            ConversationSummary(**entry) for entry in values.get("conversations", [])
+        ]
+        return cls(**values)
+
+
+def conversation_summary(row: Mapping[str, Any]) -> ConversationSummary:
+    """One listing entry from a :meth:`Schema.conversation_list` row: satisfaction from its
+    exact decimal text, rounded half up to 3 places; times as ISO 8601 UTC."""
+    return ConversationSummary(
+        conversation_id=str(row["conversation_id"]),
+        agent=str(row["agent"]),
+        outcome=str(row["outcome"]),
+        turns=int(row["turns"]),
+        satisfaction=round_half_up(Decimal(str(row["satisfaction"])), 3),
+        rephrases=int(row["rephrases"]),
+        last_activity=_iso_micros(row["last_activity_us"]),
+        started_at=_iso_micros(row["started_at_us"]),
+        handed_off=_flag(row["handed_off"]),
+    )
+
+
+def _iso_micros(micros: Any) -> str:
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (epoch + timedelta(microseconds=int(micros))).isoformat()

@@ -1,5 +1,5 @@
-"""``conversation-analytics``: demo, report, compare, conversation, import, infer, schema,
-collector."""
+"""``conversation-analytics``: demo, report, compare, conversations, conversation, import, infer,
+schema, collector."""
 
 from __future__ import annotations
 
@@ -8,14 +8,19 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from opentelemetry.exporter.conversation_analytics.analytics import (
+    CONVERSATION_ORDERS,
+    DEFAULT_CONVERSATIONS_LIMIT,
     DEFAULT_DAYS,
+    MAX_CONVERSATIONS_LIMIT,
     MIN_COMPARE_SAMPLE,
     Comparison,
+    ConversationList,
+    ConversationOutcome,
     Report,
 )
 from opentelemetry.exporter.conversation_analytics.collector.inference import (
@@ -32,10 +37,14 @@ from opentelemetry.exporter.conversation_analytics.store import (
     StoreError,
     UnknownConversation,
     check_dimension,
+    check_order,
+    check_outcome,
     open_store,
+    parse_count,
     parse_days,
     resolve_store_url,
 )
+from opentelemetry.exporter.conversation_analytics.store.base import MAX_MIN_TURNS
 from opentelemetry.exporter.conversation_analytics.version import __version__
 from opentelemetry.instrumentation.conversation.semconv import RATINGS
 
@@ -87,6 +96,34 @@ class _Dimension(argparse.Action):
             setattr(namespace, self.dest, check_dimension(str(values), option_string or "--by"))
         except ValueError as exc:
             raise argparse.ArgumentError(None, str(exc)) from None
+
+
+def _checked(check: Callable[[str, str], Any]) -> type[argparse.Action]:
+    """An action running ``check(text, flag)``, the same check the API runs on its query
+    parameter, and showing its message as is (argparse's own would say "invalid value")."""
+
+    class _Checked(argparse.Action):
+        def __call__(
+            self,
+            parser: argparse.ArgumentParser,
+            namespace: argparse.Namespace,
+            values: Any,
+            option_string: str | None = None,
+        ) -> None:
+            try:
+                setattr(namespace, self.dest, check(str(values), option_string or self.dest))
+            except ValueError as exc:
+                raise argparse.ArgumentError(None, str(exc)) from None
+
+    return _Checked
+
+
+def _limit(text: str, name: str) -> int:
+    return parse_count(text, name, 1, MAX_CONVERSATIONS_LIMIT)
+
+
+def _min_turns(text: str, name: str) -> int:
+    return parse_count(text, name, 0, MAX_MIN_TURNS)
 
 
 def _timestamp(text: str) -> datetime:
@@ -243,6 +280,50 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store(compare)
     _add_collector(compare)
 
+    listing = commands.add_parser(
+        "conversations",
+        help="list conversation ids by filter (agent, outcome, rephrased, turns) to drill into",
+        description="Outcome, by precedence: completed (also after a handoff), abandoned (an "
+        "abandonment that stands), handoff, open.",
+    )
+    listing.add_argument("--agent", default="", help="only this agent's conversations")
+    listing.add_argument(
+        "--outcome",
+        action=_checked(check_outcome),
+        default=None,
+        metavar="{" + ",".join(outcome.value for outcome in ConversationOutcome) + "}",
+    )
+    listing.add_argument(
+        "--rephrased", action="store_true", help="only conversations with a rephrase"
+    )
+    listing.add_argument(
+        "--min-turns",
+        action=_checked(_min_turns),
+        default=0,
+        metavar="N",
+        help="only conversations with at least N user messages (default: %(default)s)",
+    )
+    listing.add_argument(
+        "--order",
+        action=_checked(check_order),
+        default=CONVERSATION_ORDERS[0],
+        metavar="{" + ",".join(CONVERSATION_ORDERS) + "}",
+        help="worst satisfaction first, or latest activity first (default: %(default)s)",
+    )
+    listing.add_argument(
+        "--limit",
+        action=_checked(_limit),
+        default=DEFAULT_CONVERSATIONS_LIMIT,
+        metavar="N",
+        help=f"1 to {MAX_CONVERSATIONS_LIMIT} (default: %(default)s)",
+    )
+    listing.add_argument(
+        "--days", action=_Days, default=DEFAULT_DAYS, help=f"1 to {MAX_DAYS} (default: %(default)s)"
+    )
+    _add_format(listing)
+    _add_store(listing)
+    _add_collector(listing)
+
     conversation = commands.add_parser("conversation", help="one conversation and its satisfaction")
     conversation.add_argument("conversation_id")
     _add_format(conversation)
@@ -366,8 +447,8 @@ def _refuse_owned(args: argparse.Namespace) -> None:
         raise StoreError(
             f"a running collector (pid {owner.pid}) owns the embedded store {owner.directory} "
             f"and chDB lets one process open it: {args.command} cannot run on it until that "
-            "collector stops (send events to the collector over OTLP instead); report, compare and "
-            f"conversation read through it (--collector {owner.api_url})"
+            "collector stops (send events to the collector over OTLP instead); report, compare, "
+            f"conversations and conversation read through it (--collector {owner.api_url})"
         )
 
 
@@ -500,6 +581,28 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_conversations(args: argparse.Namespace) -> int:
+    from opentelemetry.exporter.conversation_analytics.render import render_conversations
+
+    with _reader(args) as reader:
+        listing: ConversationList = reader.conversations(
+            args.days,
+            agent=args.agent,
+            outcome=args.outcome,
+            rephrased=args.rephrased,
+            min_turns=args.min_turns,
+            order=args.order,
+            limit=args.limit,
+        )
+        if args.format == "json":
+            _print_json(args, listing.to_dict())
+        else:
+            _emit(args, render_conversations(listing))
+        if not listing.conversations:
+            print("no conversations match", file=sys.stderr)
+    return 0
+
+
 def _cmd_conversation(args: argparse.Namespace) -> int:
     from opentelemetry.exporter.conversation_analytics.render import render_conversation
 
@@ -628,6 +731,7 @@ _COMMANDS = {
     "demo": _cmd_demo,
     "report": _cmd_report,
     "compare": _cmd_compare,
+    "conversations": _cmd_conversations,
     "conversation": _cmd_conversation,
     "import": _cmd_import,
     "infer": _cmd_infer,

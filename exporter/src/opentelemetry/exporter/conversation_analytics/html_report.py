@@ -10,7 +10,7 @@ rule, :func:`round_half_up`.
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import date
 from typing import Any, Final
@@ -514,21 +514,8 @@ def _plain(value: Any) -> Any:
 
 
 def exit_section(report: Report) -> str:
-    """Where people leave: the report's ``exit_context`` when it has one, else the drop-off."""
-    context = getattr(report, "exit_context", None)
-    if context:
-        entries = [_plain(entry) for entry in context]
-        if entries and all(isinstance(entry, Mapping) for entry in entries):
-            headers = list(entries[0])
-            rows = [[_cell(entry.get(key)) for key in headers] for entry in entries]
-        else:
-            headers, rows = ["exit context"], [[_cell(entry)] for entry in entries]
-        table = _table("exit-table", "Top exit contexts", headers, rows, text_columns=1, names=True)
-        note = "What was happening when conversations were abandoned, most frequent first."
-        return (
-            f'<section id="exits"><h2>Where people leave</h2><p class="note">{note}</p>'
-            f'<div class="pair">{table}</div></section>'
-        )
+    """Where people leave: the drop-off by turn, and what came last before leaving (the
+    report's ``exit_context``: last step, last tool, rephrases in the last two turns)."""
     drop_off = report.drop_off
     top = max((entry.count for entry in drop_off), default=0)
     row_height = 24
@@ -558,17 +545,43 @@ def exit_section(report: Report) -> str:
         ((number(entry.turn), entry.count) for entry in drop_off),
     )
     chart = _svg("Drop-off by turn", parts, _WIDTH, height)
-    return _section("Where people leave", note, chart, table, "exits")
+    return _section("Where people leave", note, chart, table + _exit_tables(report), "exits")
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return number(value)
-    if isinstance(value, list | tuple):
-        return ", ".join(_cell(item) for item in value)
-    if isinstance(value, Mapping):
-        return ", ".join(f"{key} {_cell(item)}" for key, item in value.items())
-    return number(value)
+def _exit_tables(report: Report) -> str:
+    """The top exit contexts as tables; nothing when no abandonment stands."""
+    context = report.exit_context
+    if not context.abandoned:
+        return ""
+    steps = _table(
+        "exit-table",
+        f"Last step before leaving ({context.abandoned} abandoned)",
+        ("last step", "conversations", "share %"),
+        ((entry.kind, entry.conversations, number(entry.share)) for entry in context.last_event),
+        text_columns=1,
+    )
+    tools = _table(
+        "exit-tool-table",
+        "Last tool called",
+        ("tool", "failed", "conversations", "share %"),
+        (
+            (
+                entry.tool or "(none)",
+                "yes" if entry.failed else "no",
+                entry.conversations,
+                number(entry.share),
+            )
+            for entry in context.last_tool
+        ),
+        text_columns=2,
+        names=True,
+    )
+    rephrased = context.rephrased_in_last_two_turns
+    note = (
+        f'<p class="note">Rephrased in their last two turns: {rephrased.conversations} '
+        f"({_esc(number(rephrased.share))}%).</p>"
+    )
+    return steps + tools + note
 
 
 def _kpis(report: Report) -> str:

@@ -14,28 +14,40 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol, runtime_checkable
 
 from opentelemetry.exporter.conversation_analytics.analytics import (
+    CONVERSATION_ORDERS,
+    DEFAULT_CONVERSATIONS_LIMIT,
     DEFAULT_DAYS,
+    MAX_LIFT_TOOLS,
     AgentReport,
     Comparison,
     ConversationDetail,
+    ConversationList,
     DailyPoint,
     DropOff,
+    ExitContext,
     FunnelStep,
     Report,
     SatisfactionBin,
     compare_groups,
+    conversation_summary,
     daily_point,
+    exit_contexts,
     satisfaction,
     satisfaction_distribution,
     summarize,
     summarize_evaluations,
     survival_curve,
+    tool_lifts,
 )
 from opentelemetry.exporter.conversation_analytics.stats import SurvivalStep
 from opentelemetry.exporter.conversation_analytics.store.base import (
     ConversationStore,
     UnknownConversation,
     check_dimension,
+    check_limit,
+    check_min_turns,
+    check_order,
+    check_outcome,
     window_params,
 )
 
@@ -55,6 +67,20 @@ class ConversationReader(Protocol):
         self, by: str, days: int = DEFAULT_DAYS, *, baseline: str | None = None, agent: str = ""
     ) -> Comparison:
         """Groups by ``by`` side by side, with intervals and a test against ``baseline``."""
+        ...
+
+    def conversations(
+        self,
+        days: int = DEFAULT_DAYS,
+        *,
+        agent: str = "",
+        outcome: str | None = None,
+        rephrased: bool = False,
+        min_turns: int = 0,
+        order: str = CONVERSATION_ORDERS[0],
+        limit: int = DEFAULT_CONVERSATIONS_LIMIT,
+    ) -> ConversationList:
+        """Conversation ids to drill into, by filter, worst or latest first."""
         ...
 
     def existing_conversation(self, conversation_id: str) -> ConversationDetail:
@@ -80,7 +106,9 @@ class StoreReader:
         and the survival curve, overall and per agent."""
         params = window_params(days, now, agent)
         rows = self._store.select(self._schema.summary(), params)
-        summaries = [row for row in rows if not _truthy(row["is_survival"])]
+        summaries = [
+            row for row in rows if not _truthy(row["is_survival"]) and not _truthy(row["is_exit"])
+        ]
         totals = [row for row in summaries if _truthy(row["is_total"])]
         overall = summarize(totals[0]) if totals else summarize(_EMPTY_SUMMARY)
         drop_off = [
@@ -107,6 +135,19 @@ class StoreReader:
                 )
         evaluations = summarize_evaluations(self._store.select(self._schema.evaluations(), params))
         survival, reached = curves.get(None, ([], []))
+        exit_context, agent_exits = exit_contexts(
+            row for row in rows if _truthy(row["is_exit"]) and _truthy(row["turn_abandoned"])
+        )
+        for entry in agents:
+            entry.exit_context = agent_exits.get(entry.agent, ExitContext())
+        lift_rows = self._store.select(
+            self._schema.tool_lift(), {**params, "tools": MAX_LIFT_TOOLS}
+        )
+        tool_lift = tool_lifts(
+            lift_rows,
+            overall["total_conversations"],
+            int(totals[0]["completed"] or 0) if totals else 0,
+        )
         daily, distribution = self._series(params)
         return Report(
             drop_off=drop_off,
@@ -117,6 +158,8 @@ class StoreReader:
             reached_turn=reached,
             daily=daily,
             satisfaction_distribution=distribution,
+            exit_context=exit_context,
+            tool_lift=tool_lift,
             **overall,
         )
 
@@ -156,6 +199,43 @@ class StoreReader:
             curves,
             baseline=baseline,
             agent=agent,
+        )
+
+    def conversations(
+        self,
+        days: int = DEFAULT_DAYS,
+        *,
+        agent: str = "",
+        outcome: str | None = None,
+        rephrased: bool = False,
+        min_turns: int = 0,
+        order: str = CONVERSATION_ORDERS[0],
+        limit: int = DEFAULT_CONVERSATIONS_LIMIT,
+        now: datetime | None = None,
+    ) -> ConversationList:
+        """The window's conversations matching the filters, for finding ids to drill into
+        with :meth:`conversation`: ``outcome`` (a :class:`ConversationOutcome` value, ``None``
+        for any), ``rephrased`` (only those with a rephrase), ``min_turns`` (user messages),
+        ordered worst satisfaction or latest activity first. Bad values: ``ValueError``."""
+        outcome = check_outcome(outcome)
+        order = check_order(order)
+        params = {
+            **window_params(days, now, agent),
+            "outcome": outcome or "",
+            "rephrased": int(bool(rephrased)),
+            "min_turns": check_min_turns(min_turns),
+            "limit": check_limit(limit),
+        }
+        rows = self._store.select(self._schema.conversation_list(order), params)
+        return ConversationList(
+            days=days,
+            agent=agent,
+            outcome=outcome,
+            rephrased=bool(rephrased),
+            min_turns=min_turns,
+            order=order,
+            limit=limit,
+            conversations=[conversation_summary(row) for row in rows],
         )
 
     def conversation(self, conversation_id: str) -> ConversationDetail:

@@ -1,4 +1,5 @@
-"""Plain-text tables for the terminal: ``report``, ``compare`` and ``conversation``."""
+"""Plain-text tables for the terminal: ``report``, ``compare``, ``conversations`` and
+``conversation``."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from opentelemetry.exporter.conversation_analytics.analytics import (
     SUPPORT_COMPLETION_TARGET,
     Comparison,
     ConversationDetail,
+    ConversationList,
+    ExitContext,
     FunnelStep,
     LabelShare,
     Report,
+    ToolLift,
     round_half_up,
 )
 from opentelemetry.exporter.conversation_analytics.stats import SurvivalStep
@@ -27,6 +31,8 @@ _BAR_WIDTH = 30
 _SURVIVAL_ROWS = 15
 #: How an empty group value (no prompt version on the events, say) is shown.
 _NO_VALUE = "(none)"
+#: How "called no tool" reads in the exit context (the Grafana drop-off panel's words).
+_NO_TOOL = "(no tool)"
 
 
 def _value(value: object, suffix: str = "") -> str:
@@ -68,6 +74,8 @@ def render_report(report: Report) -> str:
     else:
         lines.append("  (no abandoned conversations)")
     lines += ["", *_survival_section(report.survival, report.reached_turn)]
+    lines += ["", *_exit_section(report.exit_context)]
+    lines += ["", *_tool_lift_section(report.tool_lift)]
     if report.agents:
         lines += ["", "Per agent"]
         lines += _table(
@@ -81,6 +89,7 @@ def render_report(report: Report) -> str:
                 "duration s",
                 "satisfaction",
                 "rephrase%",
+                "left after (top)",
             ),
             [
                 (
@@ -93,6 +102,7 @@ def render_report(report: Report) -> str:
                     a.avg_duration_seconds,
                     a.avg_satisfaction,
                     a.rephrase_rate,
+                    _top_exit(a.exit_context),
                 )
                 for a in report.agents
             ],
@@ -114,6 +124,133 @@ def render_report(report: Report) -> str:
                 for group in evaluation.by_agent
             ],
         )
+    return "\n".join(lines)
+
+
+def _top_exit(context: ExitContext) -> str:
+    """An agent's most frequent last step before leaving, with its share ("-": none left)."""
+    if not context.last_event:
+        return "-"
+    top = context.last_event[0]
+    return f"{top.kind} {_value(top.share, '%')}"
+
+
+def _exit_section(context: ExitContext) -> list[str]:
+    """What came last before people left: the last step, the last tool, recent rephrases."""
+    lines = ["Just before leaving (abandoned conversations whose abandonment stands)"]
+    if not context.abandoned:
+        return [*lines, "  (no abandoned conversations)"]
+    recent = context.rephrased_in_last_two_turns
+    lines += [
+        f"  Abandoned              {context.abandoned}",
+        f"  Rephrase in last two turns  {recent.conversations} ({_value(recent.share, '%')})",
+    ]
+    lines += _table(
+        ("last step", "convs", "share"),
+        [(e.kind, e.conversations, _value(e.share, "%")) for e in context.last_event],
+    )
+    lines.append("")
+    lines += _table(
+        ("last tool", "failed", "convs", "share"),
+        [
+            (
+                t.tool if t.tool is not None else _NO_TOOL,
+                "yes" if t.failed else "no",
+                t.conversations,
+                _value(t.share, "%"),
+            )
+            for t in context.last_tool
+        ],
+    )
+    return lines
+
+
+def _tool_lift_section(lifts: Sequence[ToolLift]) -> list[str]:
+    """Completion with and without each tool, its interval, and the verdict."""
+    lines = [
+        "Tool lift (completion with vs without each tool; 95% Wilson intervals; pooled z-test, "
+        f"significant: p < 0.05 and at least {MIN_COMPARE_SAMPLE} conversations each side)"
+    ]
+    if not lifts:
+        return [*lines, "  (no tool calls)"]
+    rows = []
+    for lift in lifts:
+        if lift.significant:
+            called = "significant"
+        else:
+            called = "too few" if lift.note else "not significant"
+        rows.append(
+            (
+                lift.tool,
+                lift.with_tool.conversations,
+                lift.with_tool.completion_rate,
+                _interval(lift.with_tool.completion_ci),
+                lift.without_tool.conversations,
+                lift.without_tool.completion_rate,
+                _interval(lift.without_tool.completion_ci),
+                "-" if lift.lift is None else f"{lift.lift:+}",
+                "-" if lift.p_value is None else f"{lift.p_value:.3g}",
+                called,
+            )
+        )
+    lines += _table(
+        (
+            "tool",
+            "with",
+            "completed%",
+            "95% CI",
+            "without",
+            "completed%",
+            "95% CI",
+            "lift pts",
+            "p",
+            "",
+        ),
+        rows,
+    )
+    return lines
+
+
+def render_conversations(listing: ConversationList) -> str:
+    """The ``conversations`` listing: ids to pass to ``conversation ID``."""
+    filters = [f"last {listing.days} days", f"order {listing.order}"]
+    if listing.agent:
+        filters.append(f"agent {listing.agent}")
+    if listing.outcome:
+        filters.append(f"outcome {listing.outcome}")
+    if listing.rephrased:
+        filters.append("rephrased")
+    if listing.min_turns:
+        filters.append(f"at least {listing.min_turns} turns")
+    lines = [f"Conversations - {', '.join(filters)} (at most {listing.limit})", ""]
+    if not listing.conversations:
+        return "\n".join([*lines, "  (no conversations match)"])
+    lines += _table(
+        (
+            "conversation",
+            "agent",
+            "outcome",
+            "turns",
+            "satisfaction",
+            "rephrases",
+            "last activity",
+            "started",
+        ),
+        [
+            (
+                c.conversation_id,
+                c.agent,
+                c.outcome,
+                c.turns,
+                f"{c.satisfaction:.3f}",
+                c.rephrases,
+                c.last_activity,
+                c.started_at,
+            )
+            for c in listing.conversations
+        ],
+    )
+    lines += ["", "  drill into one: conversation-analytics conversation ID"]
     return "\n".join(lines)
 
 

@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from opentelemetry.exporter.conversation_analytics.analytics import (
+    CONVERSATION_ORDERS,
+    DEFAULT_CONVERSATIONS_LIMIT,
     DEFAULT_DAYS,
     Comparison,
     ConversationDetail,
+    ConversationList,
     Report,
 )
 from opentelemetry.exporter.conversation_analytics.collector.service import (
@@ -126,6 +129,36 @@ class CollectorClient:
             query["baseline"] = baseline
         try:
             return Comparison.from_dict(self._get("/api/v1/compare", **query))
+        except CollectorError as exc:
+            if exc.status == 400:
+                raise ValueError(exc.message) from None
+            raise
+
+    def conversations(
+        self,
+        days: int = DEFAULT_DAYS,
+        *,
+        agent: str = "",
+        outcome: str | None = None,
+        rephrased: bool = False,
+        min_turns: int = 0,
+        order: str = CONVERSATION_ORDERS[0],
+        limit: int = DEFAULT_CONVERSATIONS_LIMIT,
+    ) -> ConversationList:
+        """:meth:`StoreReader.conversations` over the API; its 400 is the store's
+        ``ValueError``, in its words."""
+        query: dict[str, Any] = {
+            "days": days,
+            "agent": agent,
+            "rephrased": "true" if rephrased else "false",
+            "min_turns": min_turns,
+            "order": order,
+            "limit": limit,
+        }
+        if outcome:
+            query["outcome"] = outcome
+        try:
+            return ConversationList.from_dict(self._get("/api/v1/conversations", **query))
         except CollectorError as exc:
             if exc.status == 400:
                 raise ValueError(exc.message) from None

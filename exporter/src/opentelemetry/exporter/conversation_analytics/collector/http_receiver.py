@@ -1,6 +1,6 @@
 """OTLP/HTTP receiver (``/v1/traces``, ``/v1/logs``; protobuf or JSON; gzip) and the admin server
 (``/metrics``, ``/healthz``, ``/readyz``, ``/api/v1/report``, ``/api/v1/compare``,
-``/api/v1/conversation``, ``POST /api/v1/feedback``).
+``/api/v1/conversations``, ``/api/v1/conversation``, ``POST /api/v1/feedback``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,12 @@ from urllib.parse import parse_qs, urlsplit
 from google.protobuf import json_format
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from opentelemetry.exporter.conversation_analytics.analytics import DEFAULT_DAYS
+from opentelemetry.exporter.conversation_analytics.analytics import (
+    CONVERSATION_ORDERS,
+    DEFAULT_CONVERSATIONS_LIMIT,
+    DEFAULT_DAYS,
+    MAX_CONVERSATIONS_LIMIT,
+)
 from opentelemetry.exporter.conversation_analytics.collector.grpc_receiver import _response
 from opentelemetry.exporter.conversation_analytics.collector.service import (
     RETRY_AFTER_SECONDS,
@@ -30,8 +35,13 @@ from opentelemetry.exporter.conversation_analytics.collector.service import (
 from opentelemetry.exporter.conversation_analytics.store import (
     UnknownConversation,
     check_dimension,
+    check_order,
+    check_outcome,
+    parse_count,
     parse_days,
+    parse_flag,
 )
+from opentelemetry.exporter.conversation_analytics.store.base import MAX_MIN_TURNS
 
 SOURCE: Final = "otlp_http"
 PROTOBUF: Final = "application/x-protobuf"
@@ -228,6 +238,7 @@ class AdminHandler(_Handler):
             "/readyz": self._readyz,
             "/api/v1/report": self._report,
             "/api/v1/compare": self._compare,
+            "/api/v1/conversations": self._conversations,
             "/api/v1/conversation": self._conversation,
         }.get(parts.path)
         if route is None:
@@ -290,6 +301,26 @@ class AdminHandler(_Handler):
         by = check_dimension(query.get("by"), "by")
         days = parse_days(query.get("days", str(DEFAULT_DAYS)), "days")
         document = self.service.compare(by, days, query.get("baseline"), query.get("agent", ""))
+        self._json(200, document)
+
+    def _conversations(self, query: dict[str, str]) -> None:
+        """``days``, ``agent``, ``outcome``, ``rephrased`` (true/false), ``min_turns``,
+        ``order``, ``limit``: checked by the functions behind the CLI's flags, so a bad value
+        is a 400 in the words the CLI exits 2 with (the parameter named as here)."""
+        document = self.service.conversations(
+            parse_days(query.get("days", str(DEFAULT_DAYS)), "days"),
+            agent=query.get("agent", ""),
+            outcome=check_outcome(query.get("outcome"), "outcome"),
+            rephrased=parse_flag(query.get("rephrased", ""), "rephrased"),
+            min_turns=parse_count(query.get("min_turns", "0"), "min_turns", 0, MAX_MIN_TURNS),
+            order=check_order(query.get("order", CONVERSATION_ORDERS[0]), "order"),
+            limit=parse_count(
+                query.get("limit", str(DEFAULT_CONVERSATIONS_LIMIT)),
+                "limit",
+                1,
+                MAX_CONVERSATIONS_LIMIT,
+            ),
+        )
         self._json(200, document)
 
     def _conversation(self, query: dict[str, str]) -> None:

@@ -314,6 +314,12 @@ class CollectorService:
         )
 
     @_in_flight
+    def conversations(self, days: int, **filters: Any) -> dict[str, Any]:
+        """``GET /api/v1/conversations``: the store's listing; ``ValueError`` (a 400) for a bad
+        filter."""
+        return StoreReader(self.pipeline.store).conversations(days, **filters).to_dict()
+
+    @_in_flight
     def conversation(self, conversation_id: str) -> dict[str, Any]:
         """One conversation; ``UnknownConversation`` (a 404) when the store has no events for it."""
         return StoreReader(self.pipeline.store).existing_conversation(conversation_id).to_dict()

@@ -9,7 +9,13 @@ from opentelemetry.exporter.conversation_analytics.store.base import (
     UnknownConversation,
     check_days,
     check_dimension,
+    check_limit,
+    check_min_turns,
+    check_order,
+    check_outcome,
+    parse_count,
     parse_days,
+    parse_flag,
 )
 from opentelemetry.exporter.conversation_analytics.store.sql import COMPARE_DIMENSIONS, Schema
 from opentelemetry.exporter.conversation_analytics.store.url import (
@@ -30,7 +36,13 @@ __all__ = [
     "UnknownConversation",
     "check_days",
     "check_dimension",
+    "check_limit",
+    "check_min_turns",
+    "check_order",
+    "check_outcome",
     "open_store",
+    "parse_count",
     "parse_days",
+    "parse_flag",
     "resolve_store_url",
 ]

@@ -9,6 +9,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
+from opentelemetry.exporter.conversation_analytics.analytics import (
+    CONVERSATION_ORDERS,
+    MAX_CONVERSATIONS_LIMIT,
+    ConversationOutcome,
+)
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store.sql import COMPARE_DIMENSIONS, Schema
 
@@ -74,6 +79,72 @@ def check_dimension(value: object, name: str = "by") -> str:
     if value is None or value == "":
         raise ValueError(f"{name} is required: one of {accepted}")
     raise ValueError(f"{name} must be one of {accepted}; got {value!r:.40}")
+
+
+#: The most user turns ``--min-turns`` accepts (far beyond any conversation).
+MAX_MIN_TURNS: Final = 1_000_000
+_OUTCOME_VALUES: Final = tuple(outcome.value for outcome in ConversationOutcome)
+_TRUE_WORDS: Final = ("1", "true", "yes")
+_FALSE_WORDS: Final = ("0", "false", "no", "")
+
+
+def parse_count(text: str, name: str, low: int, high: int) -> int:
+    """A whole number in ``low..high`` from user text (a flag or a query parameter); the same
+    messages wherever the text came from, naming ``name``."""
+    stripped = text.strip()
+    if not _WHOLE_NUMBER.fullmatch(stripped):
+        raise ValueError(f"{name} must be a whole number, got {text!r:.40}")
+    if len(stripped.lstrip("+-").lstrip("0")) > len(str(high)):
+        raise ValueError(f"{name} must be between {low} and {high}, got {stripped:.40}")
+    value = int(stripped)
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def check_outcome(value: object, name: str = "outcome") -> str | None:
+    """``value`` if it names a :class:`ConversationOutcome` (``None`` or '' for any outcome);
+    else a ``ValueError`` naming ``name`` and listing the accepted values."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value in _OUTCOME_VALUES:
+        return value
+    raise ValueError(f"{name} must be one of {', '.join(_OUTCOME_VALUES)}; got {value!r:.40}")
+
+
+def check_order(value: object, name: str = "order") -> str:
+    """``value`` if ``conversations`` can order by it; else a ``ValueError`` naming ``name``."""
+    if isinstance(value, str) and value in CONVERSATION_ORDERS:
+        return value
+    raise ValueError(f"{name} must be one of {', '.join(CONVERSATION_ORDERS)}; got {value!r:.40}")
+
+
+def parse_flag(text: str, name: str) -> bool:
+    """A yes/no query parameter (``1``/``true``/``yes``, ``0``/``false``/``no``/empty)."""
+    word = text.strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise ValueError(f"{name} must be true or false, got {text!r:.40}")
+
+
+def check_limit(value: object, name: str = "limit") -> int:
+    """``value`` if it is a whole number of conversations in 1..:data:`MAX_CONVERSATIONS_LIMIT`."""
+    return _check_int(value, name, 1, MAX_CONVERSATIONS_LIMIT)
+
+
+def check_min_turns(value: object, name: str = "min_turns") -> int:
+    """``value`` if it is a whole number of user turns in 0..:data:`MAX_MIN_TURNS`."""
+    return _check_int(value, name, 0, MAX_MIN_TURNS)
+
+
+def _check_int(value: object, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number, got {value!r:.40}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+    return value
 
 
 def insert_token(rows: Sequence[EventRow]) -> str:

@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
-from opentelemetry.exporter.conversation_analytics.analytics import SATISFACTION_BINS
+from opentelemetry.exporter.conversation_analytics.analytics import (
+    CONVERSATION_ORDERS,
+    SATISFACTION_BINS,
+    ConversationOutcome,
+    ExitKind,
+)
 from opentelemetry.instrumentation.conversation.semconv import (
     EVALUATION_EVENT_TYPE,
     RATING_NEGATIVE,
@@ -121,6 +126,34 @@ def _count(name: str, condition: str) -> RollupColumn:
 _TS_NULL = f"Nullable({TS_TYPE})"
 _INFERRED = "abandon_inferred"
 _EVALUATION = f"event_type = '{EVALUATION_EVENT_TYPE}'"
+#: How each event reads as an exit step, in :class:`ExitKind`'s precedence order (the first
+#: condition an event meets names it; at equal timestamps the earlier entry wins).
+_EXIT_KINDS: Final[tuple[tuple[str, ExitKind], ...]] = (
+    (_is(_E.HANDOFF_REQUESTED), ExitKind.HANDOFF_REQUEST),
+    (_is(_E.AGENT_RESPONSE), ExitKind.AGENT_RESPONSE),
+    (f"{_is(_E.TOOL_CALLED)} AND error_type != ''", ExitKind.TOOL_ERROR),
+    (_is(_E.TOOL_CALLED), ExitKind.TOOL_CALL),
+    (f"{_is(_E.USER_MESSAGE)} AND rephrase", ExitKind.REPHRASE),
+    (_is(_E.USER_MESSAGE), ExitKind.USER_MESSAGE),
+    (_is(_E.STARTED), ExitKind.STARTED),
+)
+_EXIT_KIND = (
+    "multiIf("
+    + ", ".join(f"{condition}, '{kind.value}'" for condition, kind in _EXIT_KINDS)
+    + f", '{ExitKind.OTHER.value}')"
+)
+_EXIT_RANK = (
+    "multiIf("
+    + ", ".join(
+        f"{condition}, {len(_EXIT_KINDS) - index}"
+        for index, (condition, _) in enumerate(_EXIT_KINDS)
+    )
+    + ", 0)"
+)
+#: Not a step of the conversation the user saw: the abandonment itself, feedback, evaluations.
+_NOT_A_STEP = f"{_is(_E.ABANDONED)} OR {_is(_E.FEEDBACK_RECEIVED)} OR {_EVALUATION}"
+
+
 ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
     _simple("first_seen", "min", TS_TYPE, "min(timestamp)"),
     _simple("last_seen", "max", TS_TYPE, "max(timestamp)"),
@@ -187,6 +220,35 @@ ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
     _count(
         "negative_feedback",
         f"{_is(_E.FEEDBACK_RECEIVED)} AND feedback_rating = '{RATING_NEGATIVE}'",
+    ),
+    # What came last before leaving (``exit_context``), kept per conversation so the report
+    # reads the rollup, not raw events: the latest step as (time, precedence, kind, event id),
+    # the latest tool call as (time, event id, tool, failed), the latest rephrased user turn.
+    _simple(
+        "last_step",
+        "max",
+        f"Tuple({TS_TYPE}, UInt8, String, String)",
+        f"maxIf((timestamp, toUInt8({_EXIT_RANK}), {_EXIT_KIND}, event_id), NOT ({_NOT_A_STEP}))",
+    ),
+    _simple(
+        "last_tool_call",
+        "max",
+        f"Tuple({TS_TYPE}, String, String, UInt8)",
+        f"maxIf((timestamp, event_id, toString(tool_name), toUInt8(error_type != '')), "
+        f"{_is(_E.TOOL_CALLED)})",
+    ),
+    _simple(
+        "last_rephrase_turn",
+        "max",
+        "Nullable(Int32)",
+        f"maxIfOrNull(turn, {_is(_E.USER_MESSAGE)} AND rephrase)",
+    ),
+    # The tools a conversation called (for ``tool_lift``), each once.
+    RollupColumn(
+        "tool_names",
+        "SimpleAggregateFunction(groupUniqArrayArray, Array(String))",
+        f"groupUniqArrayIf(toString(tool_name), {_is(_E.TOOL_CALLED)} AND tool_name != '')",
+        "groupUniqArrayArray(tool_names)",
     ),
 )
 #: The materialized view feeding the rollup.
@@ -261,6 +323,36 @@ def _dimension(name: str) -> str:
 #: to their count of user messages (the same turn, unless the agent named an earlier one).
 SURVIVAL_TURN: Final = """if(user_messages > 0,
     toInt64(if(was_abandoned = 1 AND abandoned_turn >= 1, abandoned_turn, user_messages)), NULL)"""
+
+
+#: ``conversations``' outcome, by :class:`ConversationOutcome`'s precedence.
+_OUTCOME = (
+    f"multiIf(was_completed = 1, '{ConversationOutcome.COMPLETED.value}', "
+    f"was_abandoned = 1, '{ConversationOutcome.ABANDONED.value}', "
+    f"had_handoff = 1, '{ConversationOutcome.HANDOFF.value}', "
+    f"'{ConversationOutcome.OPEN.value}')"
+)
+#: ``conversations --order``: the only ORDER BY clauses formatted in (ties by id, so a page is
+#: the same page every time).
+_CONVERSATION_ORDER_BY: Final = {
+    "satisfaction": "score ASC, turns DESC, activity_at DESC, conversation_id ASC",
+    "last_activity": "activity_at DESC, conversation_id ASC",
+}
+if set(_CONVERSATION_ORDER_BY) != set(CONVERSATION_ORDERS):  # pragma: no cover - import-time
+    raise RuntimeError("every conversations order needs its ORDER BY clause")
+
+
+#: A conversation's exit context from its merged rollup row (``exit_context``): ``kind``, the
+#: :class:`ExitKind` of its latest step (by time, then precedence, then event id); ``tool``, its
+#: latest tool call's name and ``tool_failed``, whether that call carried an ``error.type`` (by
+#: time, then event id, as the Grafana drop-off panel picks them); ``rephrased``, whether a user
+#: turn flagged a rephrase is its last user turn or the one before it.
+_EXIT_COLUMNS = f"""if(tupleElement(last_step, 3) = '', '{ExitKind.NONE.value}',
+        tupleElement(last_step, 3)) AS kind,
+    tupleElement(last_tool_call, 2) != '' AS has_tool,
+    tupleElement(last_tool_call, 3) AS tool,
+    tupleElement(last_tool_call, 4) = 1 AS tool_failed,
+    ifNull(last_rephrase_turn >= last_user_turn - 1, 0) = 1 AS rephrased"""
 
 
 def check_identifier(name: str) -> str:
@@ -443,15 +535,18 @@ GROUP BY conversation_id
 WHERE {{agent:String}} = '' OR agent = {{agent:String}}"""
 
     def summary(self) -> str:
-        """Section 4 counts over the window, overall (``is_total``) and per agent, and the
+        """Section 4 counts over the window, overall (``is_total``) and per agent, the
         survival curve's counts (``is_survival``: conversations per agent, ``turn`` and
-        ``turn_abandoned``; overall is their sum), all in one pass over the rollup.
+        ``turn_abandoned``; overall is their sum), and the exit context's counts (``is_exit``:
+        conversations per agent, ``turn_abandoned`` and the :data:`_EXIT_COLUMNS`; the report
+        keeps the abandoned ones), all in one pass over the rollup.
 
         Rates are rounded in Python, exactly as PostgreSQL rounds them; the Kaplan-Meier product
         is taken in Python too.
         """
         return f"""SELECT agent, grouping(agent) = 1 AS is_total, grouping(turn) = 0 AS is_survival,
-    turn, was_abandoned AS turn_abandoned,
+    grouping(kind) = 0 AS is_exit,
+    turn, was_abandoned AS turn_abandoned, kind, has_tool, tool, tool_failed, rephrased,
     count() AS conversations,
     countIf(was_completed = 1) AS completed,
     countIf(was_abandoned = 1) AS abandoned,
@@ -462,9 +557,17 @@ WHERE {{agent:String}} = '' OR agent = {{agent:String}}"""
     sumIf(dateDiff('microsecond', started_at, completed_at),
           started_at IS NOT NULL AND completed_at IS NOT NULL) AS duration_us,
     toString(sum({SATISFACTION_EXPR})) AS satisfaction_sum
-FROM (SELECT *, {SURVIVAL_TURN} AS turn FROM ({self.conversations_in_window()}))
-GROUP BY GROUPING SETS ((agent), (), (agent, turn, was_abandoned))
-ORDER BY is_survival, is_total DESC, conversations DESC, agent, turn, turn_abandoned"""
+FROM (
+    SELECT *, {SURVIVAL_TURN} AS turn,
+    {_EXIT_COLUMNS}
+    FROM ({self.conversations_in_window()})
+)
+GROUP BY GROUPING SETS (
+    (agent), (), (agent, turn, was_abandoned),
+    (agent, was_abandoned, kind, has_tool, tool, tool_failed, rephrased)
+)
+ORDER BY is_exit, is_survival, is_total DESC, conversations DESC, agent, turn, turn_abandoned,
+    kind, tool, tool_failed, rephrased"""
 
     def series(self) -> str:
         """Two series of the window in one pass over its conversations: per UTC day
@@ -538,6 +641,45 @@ FROM (
 )
 GROUP BY GROUPING SETS ((value), (value, turn, was_abandoned))
 ORDER BY is_survival, conversations DESC, value, turn, turn_abandoned"""
+
+    def tool_lift(self) -> str:
+        """Per tool called in the window: the conversations that called it and how many of
+        them completed (the rest of the window's conversations are the "without" side), the
+        ``tools`` (UInt32) called in the most conversations, from the rollup. Parameters those
+        of :meth:`conversations_in_window` plus ``tools``."""
+        return f"""SELECT tool, count() AS conversations, countIf(was_completed = 1) AS completed
+FROM ({self.conversations_in_window()})
+ARRAY JOIN tool_names AS tool
+GROUP BY tool
+ORDER BY conversations DESC, tool ASC
+LIMIT {{tools:UInt32}}"""
+
+    def conversation_list(self, order: str) -> str:
+        """The window's conversations matching ``outcome`` (String, '' for any),
+        ``rephrased`` (UInt8: 1 keeps those with a rephrase), ``min_turns`` (Int64, user
+        messages), ordered by ``order`` (one of :data:`CONVERSATION_ORDERS`), the first
+        ``limit`` (UInt32). Satisfaction is the exact decimal, as text; times in microseconds.
+        Parameters those of :meth:`conversations_in_window` plus these."""
+        order_by = _CONVERSATION_ORDER_BY.get(order)
+        if order_by is None:
+            raise ValueError(f"not a conversations order: {order!r:.80}")
+        return f"""SELECT conversation_id, agent, outcome, turns, toString(score) AS satisfaction,
+    rephrase_count AS rephrases, handed_off,
+    toUnixTimestamp64Micro(activity_at) AS last_activity_us,
+    toUnixTimestamp64Micro(began_at) AS started_at_us
+FROM (
+    SELECT conversation_id, agent, {_OUTCOME} AS outcome, toInt64(user_messages) AS turns,
+        {SATISFACTION_EXPR} AS score, toInt64(rephrases) AS rephrase_count,
+        had_handoff AS handed_off,
+        ifNull(last_activity, last_seen) AS activity_at,
+        ifNull(started_at, first_seen) AS began_at
+    FROM ({self.conversations_in_window()})
+)
+WHERE ({{outcome:String}} = '' OR outcome = {{outcome:String}})
+  AND ({{rephrased:UInt8}} = 0 OR rephrase_count > 0)
+  AND turns >= {{min_turns:Int64}}
+ORDER BY {order_by}
+LIMIT {{limit:UInt32}}"""
 
     def idle_conversations(self) -> str:
         """Conversations silent since ``idle_before`` with no outcome: abandonment candidates.
