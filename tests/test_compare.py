@@ -24,6 +24,7 @@ from statsmodels.stats.proportion import proportion_confint, proportions_ztest
 from statsmodels.stats.weightstats import DescrStatsW
 
 from collector_process import run_cli
+from handbuilt import collector_api
 from opentelemetry.exporter.conversation_analytics import stats
 from opentelemetry.exporter.conversation_analytics.analytics import (
     MIN_COMPARE_SAMPLE,
@@ -439,19 +440,8 @@ class TestCompareApi:
     @pytest.fixture
     def api(self, store: ConversationStore, store_url: str, tmp_path: Path) -> Iterator[str]:
         store.insert(rows(PLANS, START))
-        config = CollectorConfig(
-            store=store_url,
-            grpc_endpoint="",
-            http_endpoint="",
-            metrics_endpoint="127.0.0.1:0",
-            spool_dir=str(tmp_path / "spool"),
-            idle_timeout=10.0**9,  # no inferred abandonment changes the planned outcomes
-        )
-        collector = start_collector(config, store=store)
-        try:
-            yield f"http://127.0.0.1:{collector.ports['metrics']}"
-        finally:
-            collector.stop()
+        with collector_api(store, store_url, tmp_path) as url:
+            yield url
 
     def _get(self, base_url: str, path: str) -> tuple[int, Any]:
         try:

@@ -15,13 +15,12 @@ import pytest
 from lifelines import KaplanMeierFitter
 
 from collector_process import run_cli
+from handbuilt import collector_api
 from opentelemetry.exporter.conversation_analytics.analytics import (
     MAX_FUNNEL_TURNS,
     Report,
     survival_curve,
 )
-from opentelemetry.exporter.conversation_analytics.collector.config import CollectorConfig
-from opentelemetry.exporter.conversation_analytics.collector.run import start_collector
 from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.stats import kaplan_meier
@@ -270,19 +269,8 @@ class TestReportApi:
     @pytest.fixture
     def api(self, store: ConversationStore, store_url: str, tmp_path: Path) -> Iterator[str]:
         store.insert(rows(PLANS, START))
-        config = CollectorConfig(
-            store=store_url,
-            grpc_endpoint="",
-            http_endpoint="",
-            metrics_endpoint="127.0.0.1:0",
-            spool_dir=str(tmp_path / "spool"),
-            idle_timeout=10.0**9,  # no inferred abandonment changes the planned outcomes
-        )
-        collector = start_collector(config, store=store)
-        try:
-            yield f"http://127.0.0.1:{collector.ports['metrics']}"
-        finally:
-            collector.stop()
+        with collector_api(store, store_url, tmp_path) as url:
+            yield url
 
     def test_api_and_cli_through_it_match_lifelines(self, api: str) -> None:
         """The API's report and ``report --collector URL`` both carry lifelines' curves."""

@@ -63,41 +63,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-class _Days(argparse.Action):
-    """``--days N``: checked by the same :func:`parse_days` as the API's ``?days=``, and its
-    message shown as is (argparse's own would say "invalid _days value")."""
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        try:
-            days = parse_days(str(values), option_string or "--days")
-        except ValueError as exc:
-            raise argparse.ArgumentError(None, str(exc)) from None
-        setattr(namespace, self.dest, days)
-
-
-class _Dimension(argparse.Action):
-    """``--by DIMENSION``: checked by the same :func:`check_dimension` as the API's ``?by=``,
-    so both list the accepted values in the same words."""
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        try:
-            setattr(namespace, self.dest, check_dimension(str(values), option_string or "--by"))
-        except ValueError as exc:
-            raise argparse.ArgumentError(None, str(exc)) from None
-
-
 def _checked(check: Callable[[str, str], Any]) -> type[argparse.Action]:
     """An action running ``check(text, flag)``, the same check the API runs on its query
     parameter, and showing its message as is (argparse's own would say "invalid value")."""
@@ -116,6 +81,11 @@ def _checked(check: Callable[[str, str], Any]) -> type[argparse.Action]:
                 raise argparse.ArgumentError(None, str(exc)) from None
 
     return _Checked
+
+
+#: ``--days N`` and ``--by DIMENSION``: the API's own checks of ``?days=`` and ``?by=``.
+_Days = _checked(parse_days)
+_Dimension = _checked(check_dimension)
 
 
 def _limit(text: str, name: str) -> int:

@@ -16,6 +16,7 @@ from opentelemetry.exporter.conversation_analytics.analytics import (
 )
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store.sql import COMPARE_DIMENSIONS, Schema
+from opentelemetry.instrumentation.conversation import environment_variables as env
 
 Params = Mapping[str, Any]
 
@@ -84,8 +85,6 @@ def check_dimension(value: object, name: str = "by") -> str:
 #: The most user turns ``--min-turns`` accepts (far beyond any conversation).
 MAX_MIN_TURNS: Final = 1_000_000
 _OUTCOME_VALUES: Final = tuple(outcome.value for outcome in ConversationOutcome)
-_TRUE_WORDS: Final = ("1", "true", "yes")
-_FALSE_WORDS: Final = ("0", "false", "no", "")
 
 
 def parse_count(text: str, name: str, low: int, high: int) -> int:
@@ -120,13 +119,14 @@ def check_order(value: object, name: str = "order") -> str:
 
 
 def parse_flag(text: str, name: str) -> bool:
-    """A yes/no query parameter (``1``/``true``/``yes``, ``0``/``false``/``no``/empty)."""
-    word = text.strip().lower()
-    if word in _TRUE_WORDS:
-        return True
-    if word in _FALSE_WORDS:
+    """A yes/no query parameter: empty is no, else the one boolean reading of the project
+    (:func:`~opentelemetry.instrumentation.conversation.environment_variables.parse_bool`)."""
+    if not text.strip():
         return False
-    raise ValueError(f"{name} must be true or false, got {text!r:.40}")
+    try:
+        return env.parse_bool(text)
+    except ValueError:
+        raise ValueError(f"{name} must be true or false, got {text!r:.40}") from None
 
 
 def check_limit(value: object, name: str = "limit") -> int:
