@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 from opentelemetry.exporter.conversation_analytics.analytics import satisfaction_score
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
+from opentelemetry.exporter.conversation_analytics.store import open_store
 from opentelemetry.instrumentation.conversation.semconv import (
     RATING_NEGATIVE,
     RATING_POSITIVE,
@@ -159,3 +160,14 @@ def durations(plans: Sequence[Plan]) -> tuple[list[int], list[bool]]:
     user message left out."""
     kept = [plan for plan in plans if plan.messages > 0]
     return [plan.duration for plan in kept], [plan.abandoned for plan in kept]
+
+
+def write_closed(store_url: str, plans: Iterable[Plan], start: datetime) -> str:
+    """``plans`` written into the store at ``store_url``, closed again so that a CLI subprocess
+    can open it (chDB lets one process hold a directory); the URL."""
+    store = open_store(store_url)
+    try:
+        store.insert(rows(plans, start))
+    finally:
+        store.close()
+    return store_url

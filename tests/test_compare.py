@@ -39,10 +39,9 @@ from opentelemetry.exporter.conversation_analytics.reader import StoreReader
 from opentelemetry.exporter.conversation_analytics.store import (
     COMPARE_DIMENSIONS,
     ConversationStore,
-    open_store,
 )
 from opentelemetry.instrumentation.conversation import ConversationEvent
-from synthetic import Plan, durations, random_plans, rows
+from synthetic import Plan, durations, random_plans, rows, write_closed
 
 #: Half a unit in the last reported place: a reported value is the reference, rounded.
 PERCENT_PLACE = 0.05 + 1e-9
@@ -369,12 +368,7 @@ class TestCompareOnTheStore:
 @pytest.fixture
 def written(store_url: str) -> str:
     """The planned conversations in a closed store, for a CLI subprocess to open."""
-    store = open_store(store_url)
-    try:
-        store.insert(rows(PLANS, START))
-    finally:
-        store.close()
-    return store_url
+    return write_closed(store_url, PLANS, START)
 
 
 class TestCompareCommand:

@@ -26,7 +26,7 @@ from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.stats import kaplan_meier
 from opentelemetry.exporter.conversation_analytics.store import ConversationStore, open_store, sql
 from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
-from synthetic import EPOCH, Plan, durations, random_plans, rows
+from synthetic import EPOCH, Plan, durations, random_plans, rows, write_closed
 
 START = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=3)
 
@@ -224,12 +224,8 @@ class TestUpgradedStore:
 
 @pytest.fixture
 def written(store_url: str) -> str:
-    store = open_store(store_url)
-    try:
-        store.insert(rows(PLANS, START))
-    finally:
-        store.close()
-    return store_url
+    """The planned conversations in a closed store, for a CLI subprocess to open."""
+    return write_closed(store_url, PLANS, START)
 
 
 class TestReportCommand:
