@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
@@ -20,8 +21,16 @@ class FlakyStore(ConversationStore):
         self.attempts = 0
         self.inserted = 0
 
-    def execute(self, sql: str) -> None:
-        self.inner.execute(sql)
+    def execute(self, sql: str, params: Params | None = None) -> None:
+        self.inner.execute(sql, params)
+
+    def lines_of(self, path: str) -> AbstractContextManager[tuple[str, Params]]:
+        return self.inner.lines_of(path)
+
+    def insert_staged(self, stage: str, rows: Sequence[EventRow], line_numbers: list[int]) -> None:
+        if self.down:
+            raise StoreError("connection refused")
+        self.inner.insert_staged(stage, rows, line_numbers)
 
     def select(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
         if self.down:

@@ -586,24 +586,24 @@ def _cmd_conversation(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from opentelemetry.exporter.conversation_analytics.importer import ImportFailed, import_lines
-    from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline
+    from opentelemetry.exporter.conversation_analytics.importer import (
+        ImportFailed,
+        import_file,
+        spooled,
+    )
 
     store = _open(args)
-    pipeline = ConversationPipeline(store)
-    stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
     try:
-        with stream:
-            result = import_lines(stream, pipeline)
+        with spooled(args.file, sys.stdin.buffer) as path:
+            result = import_file(path, store)
     except ImportFailed as exc:
         raise StoreError(str(exc)) from exc
     finally:
-        pipeline.close()
         store.close()
     for number, message in result.errors[:50]:
         print(f"{args.file}:{number}: skipped: {message}", file=sys.stderr)
-    if len(result.errors) > 50:
-        print(f"... and {len(result.errors) - 50} more bad lines", file=sys.stderr)
+    if result.skipped > 50:
+        print(f"... and {result.skipped - 50} more bad lines", file=sys.stderr)
     print(
         f"imported {result.imported} events, skipped {result.skipped} bad lines "
         "(events already stored keep a single copy)"

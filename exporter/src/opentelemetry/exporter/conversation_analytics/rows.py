@@ -197,6 +197,20 @@ _FIELDS: Final[dict[str, tuple[str, Callable[[object], object]]]] = {
     semconv.EVALUATION_SCORE_VALUE: ("evaluation_score", _score),
     semconv.EVALUATION_SCORE_LABEL: ("evaluation_label", _text),
 }
+#: How each field's converter reads a value, named for the bulk import's SQL (which must read
+#: every value exactly as these converters do).
+CONVERSIONS: Final[dict[Callable[[object], object], str]] = {
+    _text: "text",
+    _int: "int",
+    _float: "float",
+    _score: "score",
+    _bool: "bool",
+}
+#: Contract attribute -> (row field, conversion name), for the bulk import's SQL.
+FIELD_CONVERSIONS: Final = {
+    attribute: (field_name, CONVERSIONS[convert])
+    for attribute, (field_name, convert) in _FIELDS.items()
+}
 _IDS: Final = frozenset({semconv.CONVERSATION_ID, semconv.EVENT_ID})
 #: Free text kept only when the operator enables content storage.
 _CONTENT: Final = frozenset({semconv.MESSAGE_CONTENT, semconv.EVALUATION_EXPLANATION})

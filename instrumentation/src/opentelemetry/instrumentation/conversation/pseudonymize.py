@@ -13,6 +13,7 @@ _logger = logging.getLogger(__name__)
 #: Used only when no key is configured: ids stay stable across processes but are not secret.
 DEFAULT_KEY = b"conversation-analytics-default-user-id-key"
 _CACHE_LIMIT = 4096
+_SHA256_BLOCK = 64
 
 
 _warned = False
@@ -49,6 +50,15 @@ class UserIdPseudonymizer:
     def enabled(self) -> bool:
         """Whether ids are hashed (``False`` keeps raw ids: an explicit operator opt-out)."""
         return self._enabled
+
+    def hmac_pads(self) -> tuple[bytes, bytes] | None:
+        """The key's inner and outer HMAC-SHA256 pads, for an engine that hashes ids itself
+        (``SHA256(outer || SHA256(inner || id))``, RFC 2104); ``None`` when ids stay raw."""
+        if not self._enabled:
+            return None
+        key = self._key if len(self._key) <= _SHA256_BLOCK else hashlib.sha256(self._key).digest()
+        key = key.ljust(_SHA256_BLOCK, b"\x00")
+        return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
 
     def __call__(self, user_id: str) -> str:
         if not self._enabled or not user_id:

@@ -6,6 +6,7 @@ import abc
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
@@ -192,8 +193,9 @@ class ConversationStore(abc.ABC):
     # ---- what each engine provides ------------------------------------------------------------
 
     @abc.abstractmethod
-    def execute(self, sql: str) -> None:
-        """Run a statement that returns nothing (DDL)."""
+    def execute(self, sql: str, params: Params | None = None) -> None:
+        """Run a statement that returns nothing (DDL, INSERT ... SELECT), with server-side
+        parameters."""
 
     @abc.abstractmethod
     def select(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
@@ -202,6 +204,15 @@ class ConversationStore(abc.ABC):
     @abc.abstractmethod
     def insert(self, rows: Sequence[EventRow]) -> None:
         """Write rows in one batch; raise :class:`StoreError` when the write did not happen."""
+
+    @abc.abstractmethod
+    def lines_of(self, path: str) -> AbstractContextManager[tuple[str, Params]]:
+        """A subquery yielding ``line_no`` (from 1) and ``line`` of a local file, one row per
+        ``\\n``-terminated line, and its parameters, for as long as the context lasts."""
+
+    @abc.abstractmethod
+    def insert_staged(self, stage: str, rows: Sequence[EventRow], line_numbers: list[int]) -> None:
+        """Write rows Python parsed into an import stage (with their line numbers)."""
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -22,6 +23,7 @@ from opentelemetry.exporter.conversation_analytics.store.base import (
     StoreInUse,
     insert_token,
 )
+from opentelemetry.exporter.conversation_analytics.store.import_sql import STAGE_COLUMN_NAMES
 from opentelemetry.exporter.conversation_analytics.store.sql import EVENT_COLUMN_NAMES, Schema
 
 #: The file chDB's embedded server holds an exclusive ``flock`` on while it owns a directory
@@ -131,11 +133,18 @@ def _micros_text(timestamp_ns: int) -> str:
 _NO_ATTRIBUTES: Final[dict[str, str]] = {}
 
 
-def _json_columns(rows: Sequence[EventRow]) -> str:
+def _json_columns(rows: Sequence[EventRow], *leading: list[Any]) -> str:
     columns: list[Any] = row_columns(rows)
     columns[TIMESTAMP_INDEX] = [_micros_text(ns) for ns in columns[TIMESTAMP_INDEX]]
     columns[ATTRIBUTES_INDEX] = [value or _NO_ATTRIBUTES for value in columns[ATTRIBUTES_INDEX]]
-    return json.dumps(columns, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps([*leading, *columns], ensure_ascii=False, separators=(",", ":"))
+
+
+#: Each ``\n``-terminated line of a local file, numbered from 1 (``_row_number`` is 0-based and
+#: follows the file's order, parallel parsing included).
+_LINES_OF_FILE: Final = (
+    "SELECT _row_number + 1 AS line_no, line FROM file({path:String}, 'LineAsString')"
+)
 
 
 class ChdbStore(ConversationStore):
@@ -166,8 +175,8 @@ class ChdbStore(ConversationStore):
                 raise StoreError(str(exc)) from exc
         return str(result)
 
-    def execute(self, sql: str) -> None:
-        self._query(sql, "CSV")
+    def execute(self, sql: str, params: Params | None = None) -> None:
+        self._query(sql, "CSV", params)
 
     def select(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
         text = self._query(sql, "JSONEachRow", params)
@@ -181,6 +190,17 @@ class ChdbStore(ConversationStore):
         # The token is a hex digest of the rows' event ids: a retried batch is stored once.
         sql = self._insert_sql.format(token=insert_token(rows))
         self._query(sql + _json_columns(rows), "CSV")
+
+    @contextmanager
+    def lines_of(self, path: str) -> Iterator[tuple[str, Params]]:
+        yield _LINES_OF_FILE, {"path": os.path.abspath(path)}  # the engine reads the file itself
+
+    def insert_staged(self, stage: str, rows: Sequence[EventRow], line_numbers: list[int]) -> None:
+        if not rows:
+            return
+        names = ", ".join((*STAGE_COLUMN_NAMES, *EVENT_COLUMN_NAMES))
+        sql = f"INSERT INTO {stage} ({names}) FORMAT JSONCompactColumns\n"
+        self._query(sql + _json_columns(rows, line_numbers, [True] * len(rows)), "CSV")
 
     def close(self) -> None:
         if not self._closed:

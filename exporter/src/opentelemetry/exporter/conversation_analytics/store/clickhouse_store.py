@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
@@ -21,12 +23,15 @@ from opentelemetry.exporter.conversation_analytics.store.base import (
     StoreError,
     insert_token,
 )
+from opentelemetry.exporter.conversation_analytics.store.import_sql import STAGE_COLUMN_NAMES
 from opentelemetry.exporter.conversation_analytics.store.sql import EVENT_COLUMN_NAMES, Schema
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: clickhouse-connect's logger. On a failed connection it logs a bare "Unexpected Http Driver
 #: Exception" warning and then raises; the error raised here says what happened, once.
 _DRIVER_LOGGER: Final = "clickhouse_connect"
+#: Lines per insert when a file's lines travel to the server for an import.
+_LINES_PER_INSERT: Final = 100_000
 
 
 class _QuietDriver:
@@ -111,10 +116,10 @@ class ClickHouseStore(ConversationStore):
             raise StoreError(f"cannot reach ClickHouse at {host}:{port}: {_reason(exc)}") from exc
         self._lock = threading.Lock()
 
-    def execute(self, sql: str) -> None:
+    def execute(self, sql: str, params: Params | None = None) -> None:
         with self._lock:
             try:
-                self._client.command(sql)
+                self._client.command(sql, parameters=dict(params) if params else None)
             except Exception as exc:
                 raise StoreError(str(exc)) from exc
 
@@ -141,6 +146,47 @@ class ClickHouseStore(ConversationStore):
                         "insert_deduplication_token": insert_token(rows),
                         "deduplicate_blocks_in_dependent_materialized_views": 1,
                     },
+                )
+            except Exception as exc:
+                raise StoreError(str(exc)) from exc
+
+    @contextmanager
+    def lines_of(self, path: str) -> Iterator[tuple[str, Params]]:
+        """The server cannot read the client's file: its lines travel into a temporary table
+        (bytes as they are, numbered here), dropped when the context ends."""
+        table = f"import_lines_{uuid.uuid4().hex}"
+        database = self.schema.database
+        self.execute(
+            f"CREATE TABLE `{database}`.`{table}` (line_no UInt64, line String) ENGINE = Memory"
+        )
+        try:
+            with open(path, "rb") as stream:
+                batch: list[list[Any]] = []
+                for number, line in enumerate(stream, start=1):
+                    batch.append([number, line.removesuffix(b"\n")])
+                    if len(batch) >= _LINES_PER_INSERT:
+                        self._insert(table, batch, ["line_no", "line"])
+                        batch = []
+                self._insert(table, batch, ["line_no", "line"])
+            yield f"SELECT line_no, line FROM `{database}`.`{table}`", {}
+        finally:
+            self.execute(f"DROP TABLE IF EXISTS `{database}`.`{table}`")
+
+    def insert_staged(self, stage: str, rows: Sequence[EventRow], line_numbers: list[int]) -> None:
+        values = [[n, True, *_row_values(row)] for n, row in zip(line_numbers, rows, strict=True)]
+        self._insert(
+            stage.split(".", 1)[1].strip("`"),
+            values,
+            list(STAGE_COLUMN_NAMES) + list(EVENT_COLUMN_NAMES),
+        )
+
+    def _insert(self, table: str, values: list[list[Any]], names: list[str]) -> None:
+        if not values:
+            return
+        with self._lock:
+            try:
+                self._client.insert(
+                    table, values, column_names=names, database=self.schema.database
                 )
             except Exception as exc:
                 raise StoreError(str(exc)) from exc
