@@ -135,11 +135,24 @@ def _read_line(
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         result.reject(number, f"not valid JSON ({reason})")
         return None
+    if "\\u" in line and not _is_text(record):
+        result.reject(number, "a string holds a lone surrogate escape (\\ud800-\\udfff): not text")
+        return None
     try:
         return row_from_record(record, pseudonymize)
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         result.reject(number, str(exc))
         return None
+
+
+def _is_text(record: object) -> bool:
+    """Whether every string in the record is text (JSON can escape a lone UTF-16 surrogate,
+    which no store can hold)."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _rows(
