@@ -261,7 +261,8 @@ def _finish_chunk(
     for start in range(0, len(rows), _BATCH):
         store.insert_staged(stage, rows[start : start + _BATCH], numbers[start : start + _BATCH])
     on_cluster = store.schema.cluster is not None
-    store.execute(import_sql.events_from_stage_sql(stage, store.schema.events, on_cluster))
+    threads = os.cpu_count() or 1
+    store.execute(import_sql.events_from_stage_sql(stage, store.schema.events, on_cluster, threads))
     store.execute(import_sql.clear_stage_sql(stage))
     result.read_by_engine += int(counts["fast"])
     result.imported += int(counts["fast"]) + len(rows)

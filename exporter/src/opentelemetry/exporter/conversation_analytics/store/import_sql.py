@@ -354,10 +354,11 @@ def stage_counts_sql(stage: str) -> str:
     return f"SELECT count() AS lines, countIf(fast) AS fast FROM {stage}"
 
 
-def events_from_stage_sql(stage: str, events: str, on_cluster: bool) -> str:
+def events_from_stage_sql(stage: str, events: str, on_cluster: bool, threads: int = 1) -> str:
     """Move the stage's rows into the events table: each event id once (its first line), and
     none already stored in the chunk's time range, so a re-import stores and rolls up nothing
-    twice, however the file is cut."""
+    twice, however the file is cut. ``threads``: how many insert threads may write it (the
+    events table and its rollup view are most of an import's time)."""
     columns = ", ".join(f"`{name}`" for name, _ in EVENT_COLUMNS)
     in_ = "GLOBAL NOT IN" if on_cluster else "NOT IN"
     return f"""INSERT INTO {events} ({columns})
@@ -369,7 +370,8 @@ WHERE fast
         SELECT event_id FROM {events}
         WHERE timestamp >= (SELECT min(timestamp) FROM {stage} WHERE fast)
           AND timestamp <= (SELECT max(timestamp) FROM {stage} WHERE fast)
-    )"""
+    )
+SETTINGS max_insert_threads = {max(1, int(threads))}"""
 
 
 def clear_stage_sql(stage: str) -> str:
