@@ -36,13 +36,16 @@ Run: ``python benchmarks/bench_report.py`` (``--events 1000000`` for a quick run
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import _util
@@ -466,6 +469,70 @@ def describe(report: dict[str, Any]) -> str:
     return f"{head}; drop_off(turn:count)={drops}"
 
 
+def load_postgres(store: ConversationStore, connection: Any, work: str) -> float:
+    """The store's events, as the article stores them, into its PostgreSQL table; seconds."""
+    from article_design import CREATE_TABLE
+
+    path = os.path.join(work, "events.csv")
+    store.execute(
+        f"""INSERT INTO FUNCTION file({{path:String}}, 'CSV')
+SELECT event_id, conversation_id, user_id, toString(event_type),
+    formatDateTime(timestamp, '%Y-%m-%d %H:%i:%S.%f+00'),
+    toJSONString(CAST((turn, abandoned_at_turn, total_turns), 'Tuple(turn Nullable(Int32),
+        abandoned_at_turn Nullable(Int32), total_turns Nullable(Int32))'))
+FROM {store.schema.events}
+SETTINGS engine_file_truncate_on_insert = 1""",
+        {"path": path},
+    )
+    started = time.perf_counter()
+    connection.execute("DROP TABLE IF EXISTS conversation_events")
+    connection.execute(CREATE_TABLE)
+    copy_sql = (
+        "COPY conversation_events (id, conversation_id, user_id, event_type, timestamp, "
+        "metadata) FROM STDIN (FORMAT csv)"
+    )
+    with connection.cursor() as cursor, cursor.copy(copy_sql) as copy, open(path, "rb") as data:
+        while block := data.read(8 * 1024 * 1024):
+            copy.write(block)
+    connection.execute("VACUUM ANALYZE conversation_events")
+    os.remove(path)
+    return time.perf_counter() - started
+
+
+def postgres_report(connection: Any, now: datetime) -> None:
+    """The article's section 4 report on PostgreSQL: its metrics SQL and its drop-off SQL."""
+    from article_design import ARTICLE_DROP_OFF_SQL, ARTICLE_METRICS_SQL
+
+    params = {"now": now, "days": DAYS}
+    connection.execute(ARTICLE_METRICS_SQL, params).fetchall()
+    connection.execute(ARTICLE_DROP_OFF_SQL, params).fetchall()
+
+
+def section4(store: ConversationStore, now: datetime) -> None:
+    """The product's queries behind section 4's numbers: the summary pass and drop-off."""
+    params = window_params(DAYS, now)
+    store.select(store.schema.summary(), params)
+    store.select(store.schema.drop_off(), params)
+
+
+@contextlib.contextmanager
+def _postgres() -> Iterator[Any]:
+    """A connection to a private PostgreSQL server (tests/postgres_server.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import psycopg
+
+    from postgres_server import find_bin_dir, postgres_server
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        raise SystemExit("--postgres needs the PostgreSQL server (apt-get install postgresql)")
+    with (
+        postgres_server(bin_dir) as server,
+        psycopg.connect(**server.conninfo(), autocommit=True) as connection,
+    ):
+        yield connection
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
@@ -505,6 +572,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also time after OPTIMIZE TABLE ... FINAL of the rollup (fully merged parts)",
     )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also load the same events into the article's PostgreSQL table and time the "
+        "article's own SQL (metrics + drop-off) against report(7) (issue #13's baseline)",
+    )
     args = parser.parse_args(argv)
     sizes = sorted(args.events)
     print(f"bench_report: {_util.machine_note()}; chDB on all cores")
@@ -516,6 +589,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = open_store(f"chdb://{directory}")
     summary: list[str] = []
     all_equal = True
+    stack = contextlib.ExitStack()
+    connection = stack.enter_context(_postgres()) if args.postgres else None
     try:
         store.execute("CREATE DATABASE IF NOT EXISTS `bench_report_meta`")
         store.execute(
@@ -594,6 +669,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(
                         f"     rollup queries alone (median): {breakdown(store, now, args.repeats)}"
                     )
+                if connection is not None:
+                    loaded = load_postgres(store, connection, directory)
+                    pg_timings = _util.interleaved(
+                        [
+                            ("postgres", lambda: postgres_report(connection, now)),
+                            ("rollup", lambda: StoreReader(store).report(DAYS, now=now)),
+                            ("section4", lambda: section4(store, now)),
+                        ],
+                        args.repeats,
+                        pause_gc=False,
+                    )
+                    pg, ours = pg_timings["postgres"], pg_timings["rollup"]
+                    part = pg_timings["section4"]
+                    print(
+                        f"     article SQL on PostgreSQL (metrics + drop-off; loaded in "
+                        f"{loaded:.0f} s): median {pg.median * 1000:.1f} ms, min "
+                        f"{pg.best * 1000:.1f} ms; report(7) in the same rounds: median "
+                        f"{ours.median * 1000:.1f} ms => PostgreSQL / report = "
+                        f"{pg.median / ours.median:.2f}x; the product's section 4 queries "
+                        f"(summary + drop-off) median {part.median * 1000:.1f} ms => "
+                        f"PostgreSQL / section 4 = {pg.median / part.median:.2f}x (target >= 20x: "
+                        f"{'PASS' if pg.median / part.median >= 20 else 'MISS'})"
+                    )
+                    summary.append(
+                        f"  {stored:>12,} events: article SQL on PostgreSQL "
+                        f"{pg.median * 1000:7.1f} ms, report {ours.median * 1000:7.1f} ms "
+                        f"({pg.median / ours.median:5.2f}x), section 4 queries "
+                        f"{part.median * 1000:7.1f} ms ({pg.median / part.median:5.2f}x)"
+                    )
                 rollup_report = comparable(result["rollup"])
                 naive_report_ = result["naive"]
                 diffs = differences(rollup_report, naive_report_)
@@ -615,6 +719,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{'equal' if not diffs else 'DIFFERENT'}, {verdict}"
                 )
     finally:
+        stack.close()
         store.close()
         if not args.dir:
             shutil.rmtree(directory, ignore_errors=True)
