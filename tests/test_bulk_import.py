@@ -221,6 +221,12 @@ def two_stores(tmp_path: Path) -> Iterator[tuple[ConversationStore, Conversation
         store.close()
 
 
+@pytest.fixture
+def eng(two_stores: tuple[ConversationStore, ConversationStore]) -> ConversationStore:
+    """The engine path's store, where a test needs no Python reference."""
+    return two_stores[1]
+
+
 def python_import(
     store: ConversationStore, lines: list[bytes], pseudonymize: UserIdPseudonymizer
 ) -> ImportResult:
@@ -251,6 +257,18 @@ def stored(store: ConversationStore) -> list[dict[str, Any]]:
     return store.select(
         f"SELECT {columns} FROM {store.schema.events} FINAL ORDER BY event_id, conversation_id"
     )
+
+
+def started(conversation_id: str, **fields: object) -> bytes:
+    """One engine-readable ``started`` record as a line, with ``fields`` added."""
+    record = {
+        "id": f"e-{conversation_id}",
+        "conversation_id": conversation_id,
+        "event_type": "started",
+        "timestamp": NOW.isoformat(),
+        **fields,
+    }
+    return json.dumps(record).encode() + b"\n"
 
 
 def write(path: Path, lines: list[bytes]) -> str:
@@ -324,9 +342,8 @@ class TestIdempotent:
     """A re-import stores and rolls up nothing twice, however the file is cut."""
 
     def test_reimport_in_other_chunks_changes_nothing(
-        self, two_stores: tuple[ConversationStore, ConversationStore], tmp_path: Path
+        self, eng: ConversationStore, tmp_path: Path
     ) -> None:
-        _, eng = two_stores
         path = write(tmp_path / "in.jsonl", messy_lines(4, 400))
         key = UserIdPseudonymizer("k")
         import_file(path, eng, key)
@@ -346,44 +363,20 @@ class TestPseudonymised:
 
     @pytest.mark.parametrize("key", ["short", "k" * 200], ids=["short-key", "key-over-a-block"])
     def test_engine_hash_is_the_pseudonymisers(
-        self, two_stores: tuple[ConversationStore, ConversationStore], tmp_path: Path, key: str
+        self, eng: ConversationStore, tmp_path: Path, key: str
     ) -> None:
-        _, eng = two_stores
         users = ["u1", "user-é 漢字", "x" * 300]
-        lines = [
-            json.dumps(
-                {
-                    "id": f"e{i}",
-                    "conversation_id": f"c{i}",
-                    "user_id": user,
-                    "event_type": "started",
-                    "timestamp": NOW.isoformat(),
-                }
-            ).encode()
-            + b"\n"
-            for i, user in enumerate(users)
-        ]
+        lines = [started(f"c{i}", user_id=user) for i, user in enumerate(users)]
         pseudonymize = UserIdPseudonymizer(key)
         result = import_file(write(tmp_path / "u.jsonl", lines), eng, pseudonymize)
         assert result.read_by_engine == 3
         got = {row["conversation_id"]: row["user_id"] for row in stored(eng)}
         assert got == {f"c{i}": pseudonymize(user) for i, user in enumerate(users)}
 
-    def test_disabled_keeps_raw_ids(
-        self, two_stores: tuple[ConversationStore, ConversationStore], tmp_path: Path
-    ) -> None:
-        _, eng = two_stores
-        line = json.dumps(
-            {
-                "id": "e",
-                "conversation_id": "c",
-                "user_id": "raw-7",
-                "event_type": "started",
-                "timestamp": NOW.isoformat(),
-            }
-        )
+    def test_disabled_keeps_raw_ids(self, eng: ConversationStore, tmp_path: Path) -> None:
+        line = started("c", user_id="raw-7")
         import_file(
-            write(tmp_path / "r.jsonl", [line.encode()]),
+            write(tmp_path / "r.jsonl", [line]),
             eng,
             UserIdPseudonymizer("k", enabled=False),
         )
@@ -394,18 +387,10 @@ class TestPseudonymised:
     ) -> None:
         """A ``user.id`` metadata key is ignored on both paths: never stored unhashed."""
         py, eng = two_stores
-        line = json.dumps(
-            {
-                "id": "e",
-                "conversation_id": "c",
-                "event_type": "started",
-                "timestamp": NOW.isoformat(),
-                "metadata": {semconv.USER_ID: "raw"},
-            }
-        )
+        line = started("c", metadata={semconv.USER_ID: "raw"})
         key = UserIdPseudonymizer("k")
-        python_import(py, [line.encode()], key)
-        import_file(write(tmp_path / "m.jsonl", [line.encode()]), eng, key)
+        python_import(py, [line], key)
+        import_file(write(tmp_path / "m.jsonl", [line]), eng, key)
         for store in (py, eng):
             row = stored(store)[0]
             assert row["user_id"] == "" and "raw" not in json.dumps(row)
@@ -415,18 +400,16 @@ class TestFaults:
     """A store that goes away stops the import with a clear error; what was in stays in."""
 
     def test_closed_store_is_an_import_failure(
-        self, two_stores: tuple[ConversationStore, ConversationStore], tmp_path: Path
+        self, eng: ConversationStore, tmp_path: Path
     ) -> None:
-        _, eng = two_stores
         path = write(tmp_path / "in.jsonl", messy_lines(5, 50))
         eng.close()
         with pytest.raises(ImportFailed, match="store is closed"):
             import_file(path, eng, UserIdPseudonymizer("k"))
 
     def test_stage_is_dropped_after_the_import(
-        self, two_stores: tuple[ConversationStore, ConversationStore], tmp_path: Path
+        self, eng: ConversationStore, tmp_path: Path
     ) -> None:
-        _, eng = two_stores
         import_file(write(tmp_path / "in.jsonl", messy_lines(6, 50)), eng, UserIdPseudonymizer("k"))
         tables = eng.select(
             "SELECT name FROM system.tables WHERE database = {d:String}", {"d": "eng"}
