@@ -59,6 +59,14 @@ class BoundedLru(OrderedDict[str, object]):
         if len(self) > self.limit:
             self.popitem(last=False)
 
+    def remember_all(self, keys: Sequence[str]) -> None:
+        """``remember(key, None)`` for each of ``keys`` (distinct) in turn, in one C-level
+        update: the same keys are forgotten, since each pop takes the oldest and new keys go
+        last."""
+        self.update(dict.fromkeys(keys))
+        for _ in range(len(self) - self.limit):
+            self.popitem(last=False)
+
 
 def _by_time(row: EventRow) -> int:
     return row.timestamp_ns

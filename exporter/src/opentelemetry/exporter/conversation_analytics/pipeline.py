@@ -177,8 +177,7 @@ class ConversationPipeline:
 
     def _accept(self, fresh: list[EventRow]) -> None:
         """Remember and observe rows that are now written or waiting."""
-        for row in fresh:
-            self._seen.remember(row.event_id, None)
+        self._seen.remember_all([row.event_id for row in fresh])
         self.observer.observe(fresh)
 
     def _trim_memory_buffer(self) -> None:
