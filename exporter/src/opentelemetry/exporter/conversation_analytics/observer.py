@@ -8,6 +8,7 @@ series here and nowhere else.
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -68,8 +69,7 @@ class BoundedLru(OrderedDict[str, object]):
             self.popitem(last=False)
 
 
-def _by_time(row: EventRow) -> int:
-    return row.timestamp_ns
+_by_time: Final = operator.attrgetter("timestamp_ns")  # C-level sort key
 
 
 class ConversationObserver:
@@ -92,8 +92,10 @@ class ConversationObserver:
 
     def _state(self, conversation_id: str) -> _ConversationState:
         state = self._conversations.get(conversation_id)
-        if not isinstance(state, _ConversationState):
-            state = _ConversationState()
+        if isinstance(state, _ConversationState):
+            # Remembering a key already held (same value) neither moves nor forgets anything.
+            return state
+        state = _ConversationState()
         self._conversations.remember(conversation_id, state)
         return state
 

@@ -204,6 +204,7 @@ _CONVERTED_FIELDS: Final = {
     key: target for key, target in _FIELDS.items() if target[1] is not _text
 }
 _IDS: Final = frozenset({semconv.CONVERSATION_ID, semconv.EVENT_ID})
+_KIND_VALUES: Final[dict[object, str]] = {member: member.value for member in ConversationEvent}
 #: Free text kept only when the operator enables content storage.
 _CONTENT: Final = frozenset({semconv.MESSAGE_CONTENT, semconv.EVALUATION_EXPLANATION})
 
@@ -223,7 +224,8 @@ def row_from_attributes(
     ``event_type`` is a lifecycle event or :data:`~semconv.EVALUATION_EVENT_TYPE`. Values of the
     wrong type become NULL (or the type's empty value); strings are capped.
     """
-    kind = event_type.value if isinstance(event_type, ConversationEvent) else event_type
+    # A dict lookup rather than isinstance + the enum's ``.value`` property (the hot path).
+    kind = _KIND_VALUES.get(event_type, event_type)
     get = attributes.get
     # Fast paths (a plain, non-empty, short enough str) skip the checking calls; anything else
     # takes them, so the outcome is the same.
