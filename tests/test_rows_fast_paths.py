@@ -14,6 +14,7 @@ from opentelemetry.exporter.conversation_analytics.rows import (
     RejectedEvent,
     row_from_attributes,
 )
+from opentelemetry.exporter.conversation_analytics.store import ConversationStore
 from opentelemetry.instrumentation.conversation import semconv
 from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
 
@@ -98,3 +99,19 @@ def test_text_fields_keep_their_checked_meaning() -> None:
     assert row.response_model == "7"
     assert row.tool_name == "tool" and type(row.tool_name) is str
     assert row.prompt_version == ""
+
+
+def test_timestamps_before_and_after_2001_are_stored_exactly(store: ConversationStore) -> None:
+    """The insert payload writes recent times as unix seconds inline, earlier ones as text."""
+    times = [0, 999_999_999_999_999_000, 1_000_000_000_000_000_000, T0 + 123_456_789]
+    rows = [
+        EventRow(f"e{index}", "started", f"c{index}", moment) for index, moment in enumerate(times)
+    ]
+    store.insert(rows)
+    found = store.select(
+        f"SELECT event_id, toUnixTimestamp64Micro(timestamp) AS us FROM {store.schema.events} "
+        "ORDER BY event_id"
+    )
+    assert [(row["event_id"], int(row["us"])) for row in found] == [
+        (f"e{index}", moment // 1000) for index, moment in enumerate(times)
+    ]
