@@ -56,7 +56,7 @@ def _any_value(value: AnyValue) -> Any:
 
 
 def attributes_of(pairs: Iterable[KeyValue]) -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for pair in pairs:
         value = pair.value
         kind = value.WhichOneof("value")
