@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from opentelemetry.exporter.conversation_analytics.observer import BoundedLru
+from opentelemetry.exporter.conversation_analytics.observer import BoundedLru, RecentKeys
 from opentelemetry.exporter.conversation_analytics.rows import (
     MAX_ID_LENGTH,
     MAX_STRING_LENGTH,
@@ -26,21 +26,22 @@ class _Str(str):
 
 
 @given(
-    st.lists(st.integers(0, 30), max_size=60, unique=True),
+    st.lists(st.integers(0, 30), max_size=60, unique=True),  # new keys, never held
     st.integers(1, 10),
     st.integers(0, 20),
 )
-def test_remember_all_forgets_what_remember_one_by_one_forgets(
+def test_recent_keys_forget_what_a_bounded_lru_forgets(
     keys: list[int], limit: int, before: int
 ) -> None:
-    one, batch = BoundedLru(limit), BoundedLru(limit)
-    for key in range(100, 100 + before):
-        one.remember(str(key), key)
-        batch.remember(str(key), key)
+    one, batch = BoundedLru(limit), RecentKeys(limit)
+    earlier = [str(key) for key in range(100, 100 + before)]
+    for key in earlier:
+        one.remember(key, None)
+    batch.remember_all(earlier)
     for key in keys:
         one.remember(str(key), None)
     batch.remember_all([str(key) for key in keys])
-    assert list(one.items()) == list(batch.items())
+    assert list(one) == list(batch)
 
 
 def _row(attributes: dict[str, object], service: object = "svc") -> EventRow:
