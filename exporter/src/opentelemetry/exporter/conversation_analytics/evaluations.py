@@ -78,35 +78,39 @@ class TraceConversations:
 
     def __init__(self, limit: int = DEFAULT_TRACE_LIMIT) -> None:
         self._limit = limit
-        self._contexts: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        #: Values in ``CONTEXT_KEYS`` order: a tuple of strings, which the cyclic GC stops
+        #: tracking, so up to ``limit`` of them add nothing to every full collection (a dict
+        #: per trace did); read back as a dict only for the rare evaluation that needs one.
+        self._contexts: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self._lock = threading.Lock()
 
     def remember(self, rows: Sequence[EventRow]) -> None:
         """Note the conversation (and agent, versions, models) of every trace in ``rows``."""
         last = ""
-        for row in rows:
-            trace_id = row.trace_id
-            if not trace_id or trace_id == last:
-                continue
-            last = trace_id
-            context = {
-                semconv.CONVERSATION_ID: row.conversation_id,
-                semconv.AGENT_NAME: row.agent_name,
-                semconv.AGENT_VERSION: row.agent_version,
-                semconv.PROMPT_VERSION: row.prompt_version,
-                semconv.REQUEST_MODEL: row.request_model,
-                semconv.RESPONSE_MODEL: row.response_model,
-                semconv.CHANNEL: row.channel,
-            }
-            with self._lock:
-                self._contexts[trace_id] = context
-                self._contexts.move_to_end(trace_id)
-                if len(self._contexts) > self._limit:
-                    self._contexts.popitem(last=False)
+        contexts = self._contexts
+        with self._lock:  # once per batch, not per trace
+            for row in rows:
+                trace_id = row.trace_id
+                if not trace_id or trace_id == last:
+                    continue
+                last = trace_id
+                contexts[trace_id] = (  # CONTEXT_KEYS order
+                    row.conversation_id,
+                    row.agent_name,
+                    row.agent_version,
+                    row.prompt_version,
+                    row.request_model,
+                    row.response_model,
+                    row.channel,
+                )
+                contexts.move_to_end(trace_id)
+                if len(contexts) > self._limit:
+                    contexts.popitem(last=False)
 
     def context(self, trace_id: str) -> Mapping[str, Any]:
         with self._lock:
-            return self._contexts.get(trace_id, {})
+            values = self._contexts.get(trace_id)
+        return {} if values is None else dict(zip(CONTEXT_KEYS, values, strict=True))
 
 
 def evaluation_rows(

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Final
 from opentelemetry.exporter.conversation_analytics.metrics import ConversationMetrics
 from opentelemetry.exporter.conversation_analytics.observer import (
     DEFAULT_STATE_LIMIT,
-    BoundedLru,
     ConversationObserver,
+    RecentKeys,
 )
 from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store.base import ConversationStore
@@ -83,7 +83,7 @@ class ConversationPipeline:
         self.observer = ConversationObserver(self.metrics, state_limit)
         self.max_buffered_events = max_buffered_events
         self.batch_size = batch_size
-        self._seen = BoundedLru(dedupe_window)
+        self._seen = RecentKeys(dedupe_window)
         self._pending: list[EventRow] = []
         self.spool = spool
         self._lock = threading.RLock()
@@ -177,8 +177,7 @@ class ConversationPipeline:
 
     def _accept(self, fresh: list[EventRow]) -> None:
         """Remember and observe rows that are now written or waiting."""
-        for row in fresh:
-            self._seen.remember(row.event_id, None)
+        self._seen.remember_all([row.event_id for row in fresh])
         self.observer.observe(fresh)
 
     def _trim_memory_buffer(self) -> None:

@@ -197,6 +197,12 @@ _FIELDS: Final[dict[str, tuple[str, Callable[[object], object]]]] = {
     semconv.EVALUATION_SCORE_VALUE: ("evaluation_score", _score),
     semconv.EVALUATION_SCORE_LABEL: ("evaluation_label", _text),
 }
+#: The same table split by converter: text fields are most of an event's attributes, so they are
+#: set without a converter call when already a short ``str``.
+_TEXT_FIELDS: Final = {key: name for key, (name, convert) in _FIELDS.items() if convert is _text}
+_CONVERTED_FIELDS: Final = {
+    key: target for key, target in _FIELDS.items() if target[1] is not _text
+}
 #: How each field's converter reads a value, named for the bulk import's SQL (which must read
 #: every value exactly as these converters do).
 CONVERSIONS: Final[dict[Callable[[object], object], str]] = {
@@ -212,6 +218,7 @@ FIELD_CONVERSIONS: Final = {
     for attribute, (field_name, convert) in _FIELDS.items()
 }
 _IDS: Final = frozenset({semconv.CONVERSATION_ID, semconv.EVENT_ID})
+_KIND_VALUES: Final[dict[object, str]] = {member: member.value for member in ConversationEvent}
 #: Free text kept only when the operator enables content storage.
 _CONTENT: Final = frozenset({semconv.MESSAGE_CONTENT, semconv.EVALUATION_EXPLANATION})
 
@@ -231,17 +238,28 @@ def row_from_attributes(
     ``event_type`` is a lifecycle event or :data:`~semconv.EVALUATION_EVENT_TYPE`. Values of the
     wrong type become NULL (or the type's empty value); strings are capped.
     """
-    kind = event_type.value if isinstance(event_type, ConversationEvent) else event_type
+    # A dict lookup rather than isinstance + the enum's ``.value`` property (the hot path).
+    kind = _KIND_VALUES.get(event_type, event_type)
     get = attributes.get
-    conversation_id = _required_id(get(semconv.CONVERSATION_ID), "conversation_id")
+    # Fast paths (a plain, non-empty, short enough str) skip the checking calls; anything else
+    # takes them, so the outcome is the same.
+    conversation_id = get(semconv.CONVERSATION_ID)
+    if type(conversation_id) is not str or not 0 < len(conversation_id) <= MAX_ID_LENGTH:
+        conversation_id = _required_id(conversation_id, "conversation_id")
     if not MIN_TIMESTAMP_NS <= timestamp_ns < MAX_TIMESTAMP_NS:
         raise RejectedEvent("invalid_timestamp", "timestamp is before 1970 or after 2261")
-    raw_event_id = get(semconv.EVENT_ID)
-    if raw_event_id is None or raw_event_id == "":
+    event_id = get(semconv.EVENT_ID)
+    if type(event_id) is str and 0 < len(event_id) <= MAX_ID_LENGTH:
+        pass
+    elif event_id is None or event_id == "":
         event_id = derived_event_id(trace_id, span_id, kind, timestamp_ns, conversation_id)
     else:
-        event_id = _required_id(raw_event_id, "event_id")
-    service = _text(service_name)
+        event_id = _required_id(event_id, "event_id")
+    service = (
+        service_name
+        if type(service_name) is str and len(service_name) <= MAX_STRING_LENGTH
+        else _text(service_name)
+    )
     row = EventRow(
         event_id,
         kind,
@@ -253,8 +271,17 @@ def row_from_attributes(
         span_id=span_id,
     )
     extra: dict[str, str] | None = None
+    text_fields = _TEXT_FIELDS
     for key, value in attributes.items():
-        target = _FIELDS.get(key)
+        name = text_fields.get(key)
+        if name is not None:
+            if type(value) is str:
+                if value:
+                    setattr(row, name, value if len(value) <= MAX_STRING_LENGTH else _text(value))
+            elif value is not None and value != "":
+                setattr(row, name, _text(value))
+            continue
+        target = _CONVERTED_FIELDS.get(key)
         if target is not None:
             if value is not None and value != "":
                 setattr(row, target[0], target[1](value))

@@ -56,12 +56,18 @@ def _any_value(value: AnyValue) -> Any:
 
 
 def attributes_of(pairs: Iterable[KeyValue]) -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for pair in pairs:
         value = pair.value
         kind = value.WhichOneof("value")
-        # Strings first: nearly every conversation attribute is one (the hot path).
-        out[pair.key] = value.string_value if kind == "string_value" else _any_value(value)
+        # Strings first: nearly every conversation attribute is one (the hot path); then whole
+        # numbers (turns, lengths), without _any_value's second WhichOneof.
+        if kind == "string_value":
+            out[pair.key] = value.string_value
+        elif kind == "int_value":
+            out[pair.key] = value.int_value
+        else:
+            out[pair.key] = _any_value(value)
     return out
 
 
