@@ -431,7 +431,7 @@ class TestUpgradedStore:
     def test_old_conversations_read_none_new_ones_their_exit(self, store_url: str) -> None:
         """Conversations rolled up before the upgrade read ``none`` with no tool (the
         documented fallback); those written after it read their real exit, and nothing breaks."""
-        new_columns = {"last_step", "last_tool_call", "last_rephrase_turn", "tool_names"}
+        new_columns = {"last_step_key", "last_tool_key", "last_rephrase_turn", "tool_names"}
         ev = exits()
         old_rows = [row for row in ev.rows if row.conversation_id == "a2"]
         new_rows = [row for row in ev.rows if row.conversation_id == "a1"]
@@ -457,3 +457,98 @@ class TestUpgradedStore:
             {"tool": None, "failed": False, "conversations": 2, "share": 100.0}
         ]
         assert report["tool_lift"] == []
+
+    def test_exits_rolled_up_by_the_previous_encoding_still_read(self, store_url: str) -> None:
+        """A rollup written when the exit columns were tuples (``last_step``,
+        ``last_tool_call``) gets the encoded columns with those as their default: every
+        conversation rolled up before the upgrade keeps its exit context, and later ones add."""
+        ev = exits()
+        earlier = {"a1", "a2", "a3", "a4", "a5"}
+        kind = "multiIf(" + "".join(
+            f"{condition}, '{exit_kind.value}', " for condition, exit_kind in sql._EXIT_KINDS
+        ) + f"'{K.OTHER.value}')"
+        ts = sql.TS_TYPE
+        legacy = (
+            sql.RollupColumn(
+                "last_step",
+                f"SimpleAggregateFunction(max, Tuple({ts}, UInt8, String, String))",
+                f"maxIf((timestamp, toUInt8({sql._EXIT_RANK}), {kind}, event_id), "
+                f"NOT ({sql._NOT_A_STEP}))",
+                "max(last_step)",
+            ),
+            sql.RollupColumn(
+                "last_tool_call",
+                f"SimpleAggregateFunction(max, Tuple({ts}, String, String, UInt8))",
+                "maxIf((timestamp, event_id, toString(tool_name), toUInt8(error_type != '')), "
+                f"event_type = '{E.TOOL_CALLED.value}')",
+                "max(last_tool_call)",
+            ),
+        )
+        encoded = {"last_step_key", "last_tool_key"}
+        with pytest.MonkeyPatch.context() as patch:
+            previous = tuple(c for c in sql.ROLLUP_COLUMNS if c.name not in encoded) + legacy
+            patch.setattr(sql, "ROLLUP_COLUMNS", previous)
+            old = open_store(store_url)
+            try:
+                old.insert([row for row in ev.rows if row.conversation_id in earlier])
+            finally:
+                old.close()
+        store = open_store(store_url)
+        try:
+            store.insert([row for row in ev.rows if row.conversation_id not in earlier])
+            report = StoreReader(store).report().to_dict()
+        finally:
+            store.close()
+        assert report["exit_context"] == EXPECTED
+
+
+class TestEncodedExitKeys:
+    """The rollup's exit keys order steps and tool calls exactly as the tuples they encode."""
+
+    #: 5,000 random (time, id, tool, failed, rank) rows in 500 groups: times drawn from few
+    #: values (ties) over negative and positive epochs, ids of random length (prefixes of
+    #: each other); a call's tool name (any length, empty included) and failure follow from
+    #: its (time, id), as one event's do.
+    ROWS = """
+SELECT g, at, id, substring('search_kb_tool', 1, cityHash64(at, id) % 15) AS tool,
+    cityHash64(id, at) % 2 = 1 AS failed, rank
+FROM (
+    SELECT number % 500 AS g,
+        toDateTime64(fromUnixTimestamp64Micro(
+            toInt64((rand64(1) % 5 - 2) * 1000000007 + rand(2) % 3), 'UTC'), 6, 'UTC') AS at,
+        substring('abcabcab', 1, rand(3) % 6) AS id,
+        toUInt8(rand(6) % 8) AS rank
+    FROM numbers(5000)
+)"""
+
+    def test_tool_key_decodes_to_the_latest_call_by_time_then_id(
+        self, store: ConversationStore
+    ) -> None:
+        """Decoding the max of the tool keys gives the tool and failure of the call that is
+        latest by (time, event id), in every group."""
+        key = sql._tool_key("at", "id", "tool", "failed")
+        rows = store.select(
+            f"""SELECT g, tool, tool_failed, expected FROM (
+    SELECT *, NULL AS last_step_key, 0 AS last_rephrase_turn, 0 AS last_user_turn,
+        {sql._EXIT_COLUMNS}
+    FROM (
+        SELECT g, max({key}) AS last_tool_key, argMax((tool, failed), (at, id)) AS expected
+        FROM ({self.ROWS}) GROUP BY g
+    )
+)"""
+        )
+        assert len(rows) == 500
+        assert [[r["tool"], bool(r["tool_failed"])] for r in rows] == [
+            [r["expected"][0], bool(r["expected"][1])] for r in rows
+        ]
+
+    def test_step_key_orders_by_time_then_rank(self, store: ConversationStore) -> None:
+        """The max step key's rank is the rank of the latest (time, rank) pair."""
+        key = sql._step_key("at", "rank")
+        rows = store.select(
+            f"""SELECT g, toUInt8(bitAnd(max({key}), 7)) AS rank_got,
+    tupleElement(max((at, rank)), 2) AS rank_expected
+FROM ({self.ROWS}) GROUP BY g"""
+        )
+        assert len(rows) == 500
+        assert [row["rank_got"] for row in rows] == [row["rank_expected"] for row in rows]

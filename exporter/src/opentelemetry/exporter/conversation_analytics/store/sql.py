@@ -86,6 +86,10 @@ class RollupColumn:
     #: False for a column read only inside another column's merge (never merged under its
     #: own name: ClickHouse would resolve the other merge's reference to that alias).
     merged: bool = True
+    #: ``(old column, expression)``: a store from an earlier version that has the old column
+    #: gets this one with the expression as its default, so rows rolled up before the upgrade
+    #: read their value from the old column.
+    upgrade_from: tuple[str, str] | None = None
 
     @property
     def from_raw(self) -> str:
@@ -137,11 +141,6 @@ _EXIT_KINDS: Final[tuple[tuple[str, ExitKind], ...]] = (
     (_is(_E.USER_MESSAGE), ExitKind.USER_MESSAGE),
     (_is(_E.STARTED), ExitKind.STARTED),
 )
-_EXIT_KIND = (
-    "multiIf("
-    + ", ".join(f"{condition}, '{kind.value}'" for condition, kind in _EXIT_KINDS)
-    + f", '{ExitKind.OTHER.value}')"
-)
 _EXIT_RANK = (
     "multiIf("
     + ", ".join(
@@ -152,6 +151,31 @@ _EXIT_RANK = (
 )
 #: Not a step of the conversation the user saw: the abandonment itself, feedback, evaluations.
 _NOT_A_STEP = f"{_is(_E.ABANDONED)} OR {_is(_E.FEEDBACK_RECEIVED)} OR {_EVALUATION}"
+#: Bits of a step key holding the step's precedence rank (every rank of ``_EXIT_RANK`` fits).
+_RANK_BITS: Final = 3
+if len(_EXIT_KINDS) >= 1 << _RANK_BITS:  # pragma: no cover - import-time
+    raise RuntimeError("every exit kind's rank must fit in the step key's rank bits")
+#: Digits of the tool name's length at the end of a tool key.
+_TOOL_LENGTH_DIGITS: Final = 10
+
+
+def _step_key(at: str, rank: str) -> str:
+    """A step as one Int64 ordered by (time, precedence): microseconds times 8 plus the rank
+    (which alone names the kind, so equal keys are the same kind of step)."""
+    return f"toUnixTimestamp64Micro({at}) * {1 << _RANK_BITS} + {rank}"
+
+
+def _tool_key(at: str, event_id: str, tool: str, failed: str) -> str:
+    """A tool call as one string ordered as (time, event id) are: the time as 16 hex digits
+    (sign bit flipped, so byte order is time order), the event id, a NUL, then what is read
+    back from the end: the tool name, ``1`` if it failed (``0`` if not), the name's length."""
+    return (
+        f"concat(leftPad(hex(bitXor(toUInt64(toUnixTimestamp64Micro({at})), "
+        f"9223372036854775808)), 16, '0'), {event_id}, '\\0', {tool}, if({failed}, '1', '0'), "
+        f"leftPad(toString(length({tool})), {_TOOL_LENGTH_DIGITS}, '0'))"
+    )
+
+
 
 
 ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
@@ -222,20 +246,39 @@ ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
         f"{_is(_E.FEEDBACK_RECEIVED)} AND feedback_rating = '{RATING_NEGATIVE}'",
     ),
     # What came last before leaving (``exit_context``), kept per conversation so the report
-    # reads the rollup, not raw events: the latest step as (time, precedence, kind, event id),
-    # the latest tool call as (time, event id, tool, failed), the latest rephrased user turn.
-    _simple(
-        "last_step",
-        "max",
-        f"Tuple({TS_TYPE}, UInt8, String, String)",
-        f"maxIf((timestamp, toUInt8({_EXIT_RANK}), {_EXIT_KIND}, event_id), NOT ({_NOT_A_STEP}))",
+    # reads the rollup, not raw events, and encoded so that merging is a plain ``max`` of a
+    # number or a string (a ``max`` of tuples is several times slower): the latest step and
+    # the latest tool call (:func:`_step_key`, :func:`_tool_key`), the latest rephrased turn.
+    RollupColumn(
+        "last_step_key",
+        "SimpleAggregateFunction(max, Nullable(Int64))",
+        f"maxIfOrNull({_step_key('timestamp', _EXIT_RANK)}, NOT ({_NOT_A_STEP}))",
+        "max(last_step_key)",
+        upgrade_from=(
+            "last_step",
+            "if(tupleElement(last_step, 3) = '', NULL, "
+            + _step_key("tupleElement(last_step, 1)", "tupleElement(last_step, 2)")
+            + ")",
+        ),
     ),
-    _simple(
-        "last_tool_call",
-        "max",
-        f"Tuple({TS_TYPE}, String, String, UInt8)",
-        f"maxIf((timestamp, event_id, toString(tool_name), toUInt8(error_type != '')), "
-        f"{_is(_E.TOOL_CALLED)})",
+    RollupColumn(
+        "last_tool_key",
+        "SimpleAggregateFunction(max, String)",
+        "maxIf("
+        + _tool_key("timestamp", "event_id", "toString(tool_name)", "error_type != ''")
+        + f", {_is(_E.TOOL_CALLED)})",
+        "max(last_tool_key)",
+        upgrade_from=(
+            "last_tool_call",
+            "if(tupleElement(last_tool_call, 2) = '', '', "
+            + _tool_key(
+                "tupleElement(last_tool_call, 1)",
+                "tupleElement(last_tool_call, 2)",
+                "tupleElement(last_tool_call, 3)",
+                "tupleElement(last_tool_call, 4) = 1",
+            )
+            + ")",
+        ),
     ),
     _simple(
         "last_rephrase_turn",
@@ -347,11 +390,17 @@ if set(_CONVERSATION_ORDER_BY) != set(CONVERSATION_ORDERS):  # pragma: no cover 
 #: latest tool call's name and ``tool_failed``, whether that call carried an ``error.type`` (by
 #: time, then event id, as the Grafana drop-off panel picks them); ``rephrased``, whether a user
 #: turn flagged a rephrase is its last user turn or the one before it.
-_EXIT_COLUMNS = f"""if(tupleElement(last_step, 3) = '', '{ExitKind.NONE.value}',
-        tupleElement(last_step, 3)) AS kind,
-    tupleElement(last_tool_call, 2) != '' AS has_tool,
-    tupleElement(last_tool_call, 3) AS tool,
-    tupleElement(last_tool_call, 4) = 1 AS tool_failed,
+_TOOL_NAME_LENGTH = f"toUInt64OrZero(right(last_tool_key, {_TOOL_LENGTH_DIGITS}))"
+_EXIT_COLUMNS = f"""if(last_step_key IS NULL, '{ExitKind.NONE.value}',
+        transform(toUInt8(bitAnd(last_step_key, {(1 << _RANK_BITS) - 1})),
+            [{", ".join(str(len(_EXIT_KINDS) - i) for i in range(len(_EXIT_KINDS)))}],
+            [{", ".join(f"'{kind.value}'" for _, kind in _EXIT_KINDS)}],
+            '{ExitKind.OTHER.value}')) AS kind,
+    last_tool_key != '' AS has_tool,
+    substring(last_tool_key, length(last_tool_key) - {_TOOL_LENGTH_DIGITS} - {_TOOL_NAME_LENGTH},
+        {_TOOL_NAME_LENGTH}) AS tool,
+    substring(last_tool_key, length(last_tool_key) - {_TOOL_LENGTH_DIGITS}, 1) = '1'
+        AS tool_failed,
     ifNull(last_rephrase_turn >= last_user_turn - 1, 0) = 1 AS rephrased"""
 
 
@@ -474,8 +523,13 @@ GROUP BY bucket, agent_name, conversation_id"""
         added since, given the columns each table has (:meth:`existing_columns`). Empty when
         the schema is current, so opening a store costs one query, not one ALTER per column."""
         on = self._on_cluster()
-        tables = [("conversation_events", EVENT_COLUMNS)]
-        tables.append(("conversation_rollup", tuple((c.name, c.type) for c in ROLLUP_COLUMNS)))
+        tables = [("conversation_events", tuple((n, t, None) for n, t in EVENT_COLUMNS))]
+        tables.append(
+            (
+                "conversation_rollup",
+                tuple((c.name, c.type, c.upgrade_from) for c in ROLLUP_COLUMNS),
+            )
+        )
         statements: list[str] = []
         for local, columns in tables:
             for table in [local, local + "_all"] if self.cluster else [local]:
@@ -483,7 +537,8 @@ GROUP BY bucket, agent_name, conversation_id"""
                 statements.extend(
                     f"ALTER TABLE {self._table(table)}{on} ADD COLUMN IF NOT EXISTS "
                     f"`{name}` {ctype}"
-                    for name, ctype in columns
+                    + (f" DEFAULT {source[1]}" if source and source[0] in have else "")
+                    for name, ctype, source in columns
                     if name not in have
                 )
         return statements
