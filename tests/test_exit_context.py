@@ -464,9 +464,13 @@ class TestUpgradedStore:
         conversation rolled up before the upgrade keeps its exit context, and later ones add."""
         ev = exits()
         earlier = {"a1", "a2", "a3", "a4", "a5"}
-        kind = "multiIf(" + "".join(
-            f"{condition}, '{exit_kind.value}', " for condition, exit_kind in sql._EXIT_KINDS
-        ) + f"'{K.OTHER.value}')"
+        kind = (
+            "multiIf("
+            + "".join(
+                f"{condition}, '{exit_kind.value}', " for condition, exit_kind in sql._EXIT_KINDS
+            )
+            + f"'{K.OTHER.value}')"
+        )
         ts = sql.TS_TYPE
         legacy = (
             sql.RollupColumn(

@@ -176,8 +176,6 @@ def _tool_key(at: str, event_id: str, tool: str, failed: str) -> str:
     )
 
 
-
-
 ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
     _simple("first_seen", "min", TS_TYPE, "min(timestamp)"),
     _simple("last_seen", "max", TS_TYPE, "max(timestamp)"),
@@ -523,7 +521,9 @@ GROUP BY bucket, agent_name, conversation_id"""
         added since, given the columns each table has (:meth:`existing_columns`). Empty when
         the schema is current, so opening a store costs one query, not one ALTER per column."""
         on = self._on_cluster()
-        tables = [("conversation_events", tuple((n, t, None) for n, t in EVENT_COLUMNS))]
+        tables: list[tuple[str, tuple[tuple[str, str, tuple[str, str] | None], ...]]] = [
+            ("conversation_events", tuple((n, t, None) for n, t in EVENT_COLUMNS))
+        ]
         tables.append(
             (
                 "conversation_rollup",
