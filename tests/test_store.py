@@ -218,3 +218,31 @@ class TestUpgrade:
         # Upgraded: nothing left to add, the view is current (the next open runs no ALTER).
         assert store.schema.upgrade(existing) == []
         assert store.schema.view_is_current(existing)
+
+    def test_store_from_before_the_abandonments_table_is_backfilled(self, store_url: str) -> None:
+        """A store whose abandoned events predate the abandonments table gets them copied
+        when opened, so drop-off still counts them; each once, however many copies exist."""
+        now = time.time_ns()
+        rows = [
+            EventRow("a1", "abandoned", "c1", now, abandoned_at_turn=2),
+            EventRow("a2", "abandoned", "c2", now, abandoned_at_turn=2),
+            EventRow("a3", "abandoned", "c3", now, abandoned_at_turn=5),
+            EventRow("m1", "user_message", "c3", now - 1000, turn=1),
+        ]
+        old = open_store(store_url)
+        try:
+            old.insert(rows)
+            old.execute(f"DROP VIEW `conversation_analytics`.`{sql.ABANDONMENTS_VIEW}`")
+            old.execute(f"DROP TABLE {old.schema.abandonments}")  # as before the table
+        finally:
+            old.close()
+        store = open_store(store_url)
+        try:
+            backfilled = StoreReader(store).report().drop_off
+            store.execute(store.schema.backfill_abandonments())  # a second copy of each
+            store.insert([EventRow("a4", "abandoned", "c4", now, abandoned_at_turn=5)])
+            drop_off = StoreReader(store).report().drop_off
+        finally:
+            store.close()
+        assert [(entry.turn, entry.count) for entry in backfilled] == [(2, 2), (5, 1)]
+        assert [(entry.turn, entry.count) for entry in drop_off] == [(2, 2), (5, 2)]

@@ -236,6 +236,9 @@ class ConversationStore(abc.ABC):
             # a store is opened, before the pipeline writes.
             self.execute(self.schema.drop_view())
             self.execute(self.schema.view_ddl())
+        if not self.schema.abandonments_view_exists(existing):
+            self.execute(self.schema.abandonments_view_ddl())
+            self.execute(self.schema.backfill_abandonments())
 
     def has_schema(self) -> bool:
         """Whether the store's database has any table: what tells a store from an empty place."""

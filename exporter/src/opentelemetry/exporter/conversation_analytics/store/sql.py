@@ -294,6 +294,23 @@ ROLLUP_COLUMNS: Final[tuple[RollupColumn, ...]] = (
 )
 #: The materialized view feeding the rollup.
 VIEW: Final = "conversation_rollup_mv"
+#: The ``abandoned`` events alone (about one event in forty), so drop-off reads them without
+#: scanning every event of the window; kept by :data:`ABANDONMENTS_VIEW`.
+ABANDONMENTS: Final = "conversation_abandonments"
+ABANDONMENTS_VIEW: Final = "conversation_abandonments_mv"
+ABANDONMENT_COLUMNS: Final = tuple(
+    (name, ctype)
+    for name, ctype in EVENT_COLUMNS
+    if name
+    in (
+        "event_id",
+        "conversation_id",
+        "timestamp",
+        "agent_name",
+        "abandoned_at_turn",
+        "abandon_inferred",
+    )
+)
 #: How many recent insert blocks each table remembers, so a retried batch is not stored twice.
 DEDUPLICATION_WINDOW: Final = 10_000
 
@@ -439,6 +456,11 @@ class Schema:
         """The per-conversation rollup table queries read."""
         return self._table("conversation_rollup_all" if self.cluster else "conversation_rollup")
 
+    @property
+    def abandonments(self) -> str:
+        """The ``abandoned`` events table queries read (see :data:`ABANDONMENTS`)."""
+        return self._table(ABANDONMENTS + "_all" if self.cluster else ABANDONMENTS)
+
     def _on_cluster(self) -> str:
         return f" ON CLUSTER `{self.cluster}`" if self.cluster else ""
 
@@ -454,7 +476,7 @@ class Schema:
 
     def ddl(self) -> list[str]:
         """Statements that create the schema; each is idempotent (``IF NOT EXISTS``)."""
-        return [*self.table_ddl(), self.view_ddl()]
+        return [*self.table_ddl(), self.view_ddl(), self.abandonments_view_ddl()]
 
     def table_ddl(self) -> list[str]:
         """The database and tables (everything but the view, which needs its tables' columns:
@@ -469,6 +491,7 @@ class Schema:
             else ""
         )
         rollup_columns = ",\n    ".join(f"`{c.name}` {c.type}" for c in ROLLUP_COLUMNS)
+        abandonment_columns = ",\n    ".join(f"`{n}` {t}" for n, t in ABANDONMENT_COLUMNS)
         statements = [
             f"CREATE DATABASE IF NOT EXISTS `{self.database}`{on}",
             f"""CREATE TABLE IF NOT EXISTS {events_local}{on}
@@ -492,9 +515,17 @@ ENGINE = {self._engine("AggregatingMergeTree", "conversation_rollup")}
 PARTITION BY toYYYYMM(bucket)
 ORDER BY (bucket, agent_name, conversation_id){ttl.replace("timestamp", "bucket")}
 SETTINGS {self._dedup_setting()}""",
+            f"""CREATE TABLE IF NOT EXISTS {self._table(ABANDONMENTS)}{on}
+(
+    {abandonment_columns}
+)
+ENGINE = {self._engine("ReplacingMergeTree", ABANDONMENTS)}
+PARTITION BY toDate(timestamp)
+ORDER BY (timestamp, event_id){ttl}
+SETTINGS {self._dedup_setting()}""",
         ]
         if self.cluster:
-            for local in ("conversation_events", "conversation_rollup"):
+            for local in ("conversation_events", "conversation_rollup", ABANDONMENTS):
                 statements.append(
                     f"CREATE TABLE IF NOT EXISTS {self._table(local + '_all')}{on} "
                     f"AS {self._table(local)}\n"
@@ -515,6 +546,26 @@ AS SELECT
     {states}
 FROM {self._table("conversation_events")}
 GROUP BY bucket, agent_name, conversation_id"""
+
+    def abandonments_view_ddl(self) -> str:
+        """The materialized view that copies ``abandoned`` events to :data:`ABANDONMENTS`."""
+        view = self._table(ABANDONMENTS_VIEW)
+        return f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {view}{self._on_cluster()}
+TO {self._table(ABANDONMENTS)}
+AS {self._abandoned_events(self._table("conversation_events"))}"""
+
+    def _abandoned_events(self, events: str) -> str:
+        names = ", ".join(f"`{name}`" for name, _ in ABANDONMENT_COLUMNS)
+        return f"SELECT {names} FROM {events} WHERE {_is(_E.ABANDONED)}"
+
+    def backfill_abandonments(self) -> str:
+        """Copy the ``abandoned`` events already stored (a store from before the table, once,
+        right after its view exists: an event copied twice is read once, by event id)."""
+        names = ", ".join(f"`{name}`" for name, _ in ABANDONMENT_COLUMNS)
+        return f"INSERT INTO {self.abandonments} ({names}) {self._abandoned_events(self.events)}"
+
+    def abandonments_view_exists(self, existing: Mapping[str, set[str]]) -> bool:
+        return ABANDONMENTS_VIEW in existing
 
     def upgrade(self, existing: Mapping[str, set[str]]) -> list[str]:
         """Statements bringing tables made by an earlier version up to date: the columns
@@ -646,24 +697,25 @@ ORDER BY is_daily DESC, day, bin"""
     def drop_off(self) -> str:
         """Abandoned events per ``abandoned_at_turn``, most frequent first, top 10.
 
-        Read from raw ``abandoned`` events (few), each once; an inferred one counts only while
-        no later activity revoked it. Parameters ``since`` and ``agent``.
+        Read from :data:`ABANDONMENTS` (the raw ``abandoned`` events, a small table), each
+        once; an inferred one counts only while no later activity revoked it (the rollup's
+        ``last_activity``, from the hour of the window's start on: earlier hours end before any
+        abandonment read here). Parameters ``since`` and ``agent``.
         """
-        abandoned = _is(_E.ABANDONED)
         return f"""SELECT a.abandoned_at_turn AS turn, count() AS count
 FROM (
     SELECT event_id, conversation_id, abandoned_at_turn, abandon_inferred, timestamp
-    FROM {self.events}
-    WHERE {abandoned} AND timestamp >= {{since:{TS_TYPE}}}
+    FROM {self.abandonments}
+    WHERE timestamp >= {{since:{TS_TYPE}}}
       AND ({{agent:String}} = '' OR agent_name = {{agent:String}})
     LIMIT 1 BY event_id
 ) AS a
 LEFT JOIN (
     SELECT conversation_id, max(last_activity) AS last_activity
     FROM {self.rollup}
-    WHERE conversation_id IN (
-        SELECT conversation_id FROM {self.events}
-        WHERE {abandoned} AND {_INFERRED} AND timestamp >= {{since:{TS_TYPE}}}
+    WHERE bucket >= toStartOfHour({{since:{TS_TYPE}}}) AND conversation_id IN (
+        SELECT conversation_id FROM {self.abandonments}
+        WHERE {_INFERRED} AND timestamp >= {{since:{TS_TYPE}}}
     )
     GROUP BY conversation_id
 ) AS l ON a.conversation_id = l.conversation_id
