@@ -422,9 +422,11 @@ def breakdown(store: ConversationStore, now: datetime, repeats: int) -> str:
     """Median latency of each of the report's queries, run alone."""
     params = window_params(DAYS, now)
     queries = [
-        ("summary (overall + per agent, survival counts)", store.schema.summary()),
+        (
+            "summary (overall, per agent, survival, exit context, daily, satisfaction bins)",
+            store.schema.summary(),
+        ),
         ("drop_off", store.schema.drop_off()),
-        ("series (daily trend + satisfaction bins)", store.schema.series()),
         ("compare by prompt_version", store.schema.compare("prompt_version")),
     ]
     candidates = [(name, lambda sql=sql: store.select(sql, params)) for name, sql in queries]

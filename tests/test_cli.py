@@ -536,7 +536,7 @@ def test_schema_cluster_prints_replicated_ddl(tmp_path: Path) -> None:
     assert all("ON CLUSTER `prod`" in s for s in statements)
     assert "ReplicatedReplacingMergeTree(" in ddl
     assert "ReplicatedAggregatingMergeTree(" in ddl
-    assert ddl.count("ENGINE = Distributed(`prod`") == 2
+    assert ddl.count("ENGINE = Distributed(`prod`") == 3  # events, rollup, abandonments
     assert "INTERVAL 30 DAY" in ddl
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 from opentelemetry.exporter.conversation_analytics.analytics import (
     CONVERSATION_ORDERS,
@@ -22,12 +22,10 @@ from opentelemetry.exporter.conversation_analytics.analytics import (
     Comparison,
     ConversationDetail,
     ConversationList,
-    DailyPoint,
     DropOff,
     ExitContext,
     FunnelStep,
     Report,
-    SatisfactionBin,
     compare_groups,
     conversation_summary,
     daily_point,
@@ -106,9 +104,7 @@ class StoreReader:
         and the survival curve, overall and per agent."""
         params = window_params(days, now, agent)
         rows = self._store.select(self._schema.summary(), params)
-        summaries = [
-            row for row in rows if not _truthy(row["is_survival"]) and not _truthy(row["is_exit"])
-        ]
+        summaries = [row for row in rows if not any(_truthy(row[flag]) for flag in _NOT_SUMMARY)]
         totals = [row for row in summaries if _truthy(row["is_total"])]
         overall = summarize(totals[0]) if totals else summarize(_EMPTY_SUMMARY)
         drop_off = [
@@ -148,7 +144,11 @@ class StoreReader:
             overall["total_conversations"],
             int(totals[0]["completed"] or 0) if totals else 0,
         )
-        daily, distribution = self._series(params)
+        daily = [daily_point(row) for row in rows if _truthy(row["is_daily"])]
+        bins = {
+            int(row["bin"]): int(row["conversations"]) for row in rows if _truthy(row["is_bin"])
+        }
+        distribution = satisfaction_distribution(bins) if bins else []
         return Report(
             drop_off=drop_off,
             days=days,
@@ -162,18 +162,6 @@ class StoreReader:
             tool_lift=tool_lift,
             **overall,
         )
-
-    def _series(self, params: Mapping[str, Any]) -> tuple[list[DailyPoint], list[SatisfactionBin]]:
-        """The report's per-day trend and satisfaction histogram (one query, beside the
-        summary): both empty for an empty window."""
-        rows = self._store.select(self._schema.series(), params)
-        daily = [daily_point(row) for row in rows if _truthy(row["is_daily"])]
-        bins = {
-            int(row["bin"]): int(row["conversations"])
-            for row in rows
-            if not _truthy(row["is_daily"])
-        }
-        return daily, satisfaction_distribution(bins) if bins else []
 
     def compare(
         self,
@@ -273,6 +261,9 @@ def _truthy(value: Any) -> bool:
     """A boolean column from either engine (JSON true/1/"1", or a native bool/int)."""
     return value in (True, 1, "1", "true")
 
+
+#: The summary query's grouping-set flags of rows that are not section 4 counts.
+_NOT_SUMMARY: Final = ("is_survival", "is_exit", "is_daily", "is_bin")
 
 _EMPTY_SUMMARY: Mapping[str, Any] = {
     "conversations": 0,

@@ -641,18 +641,28 @@ GROUP BY conversation_id
 WHERE {{agent:String}} = '' OR agent = {{agent:String}}"""
 
     def summary(self) -> str:
-        """Section 4 counts over the window, overall (``is_total``) and per agent, the
-        survival curve's counts (``is_survival``: conversations per agent, ``turn`` and
-        ``turn_abandoned``; overall is their sum), and the exit context's counts (``is_exit``:
-        conversations per agent, ``turn_abandoned`` and the :data:`_EXIT_COLUMNS`; the report
-        keeps the abandoned ones), all in one pass over the rollup.
+        """Everything the report counts per conversation, in one pass over the window's
+        conversations, one grouping set per use:
+
+        * section 4 counts overall (``is_total``) and per agent;
+        * the survival curve's counts (``is_survival``: conversations per agent, ``turn`` and
+          ``turn_abandoned``; overall is their sum);
+        * the exit context's counts (``is_exit``: conversations per agent, ``turn_abandoned``
+          and the :data:`_EXIT_COLUMNS`; the report keeps the abandoned ones);
+        * the daily trend (``is_daily``: per UTC ``day`` of a conversation's first event in the
+          window) and the satisfaction histogram (``is_bin``: per ``bin``, tenths 0..9, a score
+          of 1.0 in bin 9; exact, from the ``Decimal`` score).
 
         Rates are rounded in Python, exactly as PostgreSQL rounds them; the Kaplan-Meier product
-        is taken in Python too.
+        is taken in Python too. Parameters those of :meth:`conversations_in_window`.
         """
-        return f"""SELECT agent, grouping(agent) = 1 AS is_total, grouping(turn) = 0 AS is_survival,
-    grouping(kind) = 0 AS is_exit,
+        last = SATISFACTION_BINS - 1
+        return f"""SELECT agent,
+    grouping(agent) = 1 AND grouping(day) = 1 AND grouping(bin) = 1 AS is_total,
+    grouping(turn) = 0 AS is_survival, grouping(kind) = 0 AS is_exit,
+    grouping(day) = 0 AS is_daily, grouping(bin) = 0 AS is_bin,
     turn, was_abandoned AS turn_abandoned, kind, has_tool, tool, tool_failed, rephrased,
+    day, bin,
     count() AS conversations,
     countIf(was_completed = 1) AS completed,
     countIf(was_abandoned = 1) AS abandoned,
@@ -662,37 +672,22 @@ WHERE {{agent:String}} = '' OR agent = {{agent:String}}"""
     countIf(started_at IS NOT NULL AND completed_at IS NOT NULL) AS timed,
     sumIf(dateDiff('microsecond', started_at, completed_at),
           started_at IS NOT NULL AND completed_at IS NOT NULL) AS duration_us,
-    toString(sum({SATISFACTION_EXPR})) AS satisfaction_sum
+    toString(sum(satisfaction)) AS satisfaction_sum
 FROM (
     SELECT *, {SURVIVAL_TURN} AS turn,
-    {_EXIT_COLUMNS}
+    {_EXIT_COLUMNS},
+    {SATISFACTION_EXPR} AS satisfaction,
+    toString(toDate(first_seen, 'UTC')) AS day,
+    least({last}, toInt64(floor(satisfaction * {SATISFACTION_BINS}))) AS bin
     FROM ({self.conversations_in_window()})
 )
 GROUP BY GROUPING SETS (
     (agent), (), (agent, turn, was_abandoned),
-    (agent, was_abandoned, kind, has_tool, tool, tool_failed, rephrased)
+    (agent, was_abandoned, kind, has_tool, tool, tool_failed, rephrased),
+    (day), (bin)
 )
-ORDER BY is_exit, is_survival, is_total DESC, conversations DESC, agent, turn, turn_abandoned,
-    kind, tool, tool_failed, rephrased"""
-
-    def series(self) -> str:
-        """Two series of the window in one pass over its conversations: per UTC day
-        (``is_daily``; the day of a conversation's first event in the window) the
-        conversations, completed and abandoned; and per satisfaction bin (``bin``: tenths,
-        0..9, a score of 1.0 in bin 9; exact, from the ``Decimal`` score) the conversations.
-        Parameters those of :meth:`conversations_in_window`."""
-        last = SATISFACTION_BINS - 1
-        return f"""SELECT grouping(day) = 0 AS is_daily, day, bin,
-    count() AS conversations,
-    countIf(was_completed = 1) AS completed,
-    countIf(was_abandoned = 1) AS abandoned
-FROM (
-    SELECT *, toString(toDate(first_seen, 'UTC')) AS day,
-        least({last}, toInt64(floor({SATISFACTION_EXPR} * {SATISFACTION_BINS}))) AS bin
-    FROM ({self.conversations_in_window()})
-)
-GROUP BY GROUPING SETS ((day), (bin))
-ORDER BY is_daily DESC, day, bin"""
+ORDER BY is_exit, is_survival, is_daily, is_bin, is_total DESC, conversations DESC, agent, turn,
+    turn_abandoned, kind, tool, tool_failed, rephrased, day, bin"""
 
     def drop_off(self) -> str:
         """Abandoned events per ``abandoned_at_turn``, most frequent first, top 10.
