@@ -389,6 +389,39 @@ def active_parts(store: ConversationStore, table: str) -> int:
     return int(rows[0]["c"])
 
 
+def disk_mib(store: ConversationStore, table: str) -> float:
+    """Compressed bytes of the table's active parts on disk, in MiB."""
+    database, name = (part.strip("`") for part in table.split("."))
+    rows = store.select(
+        "SELECT sum(bytes_on_disk) AS b FROM system.parts WHERE active AND database = {d:String} "
+        "AND table = {t:String}",
+        {"d": database, "t": name},
+    )
+    return int(rows[0]["b"] or 0) / 2**20
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's VmHWM (Linux: ``5`` into ``clear_refs``), so that the next
+    :func:`peak_rss_mib` is the peak since now; False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM) in MiB; NaN where /proc is absent."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return float("nan")
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def grow(store: ConversationStore, target: int, state: dict[str, int], args: Any) -> float:
     """Insert conversations until the events table holds at least ``target`` rows."""
     sql = generation_sql(store.schema.events, args.seed, args.spread_days)
@@ -623,6 +656,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"events {active_parts(store, store.schema.events)}, "
                 f"rollup {active_parts(store, store.schema.rollup)}"
             )
+            tables = {
+                "events": store.schema.events,
+                "rollup": store.schema.rollup,
+                "abandonments": store.schema.abandonments,
+            }
+            sizes_mib = {name: disk_mib(store, table) for name, table in tables.items()}
+            print(
+                "   disk (active parts, compressed): "
+                + ", ".join(f"{name} {mib:,.0f} MiB" for name, mib in sizes_mib.items())
+                + f"; {sum(sizes_mib.values()) * 2**20 / stored:.1f} bytes per event"
+            )
             variants = [("as inserted", False)]
             if args.optimize:
                 variants.append(("after OPTIMIZE FINAL", True))
@@ -638,6 +682,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"   what-if counter rollup built from raw events in {built:.1f} s")
                 result = measure(store, now, args.repeats, args.what_if)
                 timings = result["timings"]
+                if reset_peak_rss():  # one more report(7) alone, for its peak memory
+                    before = peak_rss_mib()
+                    StoreReader(store).report(DAYS, now=now)
+                    print(
+                        f"   resident memory of this process (chDB included): {before:,.0f} MiB "
+                        f"before one more report(7), peak {peak_rss_mib():,.0f} MiB during it"
+                    )
                 rollup, naive = timings["rollup"], timings["naive"]
                 speedup = naive.median / rollup.median
                 verdict = "PASS" if rollup.median < TARGET_SECONDS else "MISS"
