@@ -34,6 +34,7 @@ from opentelemetry.exporter.conversation_analytics.collector.inference import (
 )
 from opentelemetry.exporter.conversation_analytics.collector.otlp import (
     MalformedRequest,
+    Signal,
     parse_request,
     rows_from_logs,
 )
@@ -43,7 +44,6 @@ from opentelemetry.exporter.conversation_analytics.collector.run import (
 )
 from opentelemetry.exporter.conversation_analytics.collector.service import (
     CollectorService,
-    Signal,
     Status,
 )
 from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline

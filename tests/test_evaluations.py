@@ -25,6 +25,10 @@ from faults import FlakyStore
 from opentelemetry.exporter.conversation_analytics import metrics
 from opentelemetry.exporter.conversation_analytics.analytics import satisfaction_score
 from opentelemetry.exporter.conversation_analytics.collector.config import CollectorConfig
+from opentelemetry.exporter.conversation_analytics.collector.decode_pool import (
+    DECODE_FALLBACKS,
+    FALLBACK_TRACE_CONTEXT,
+)
 from opentelemetry.exporter.conversation_analytics.collector.run import (
     RunningCollector,
     start_collector,
@@ -282,16 +286,18 @@ class TestThroughTheExporter:
         assert StoreReader(store).report(7, now=NOW).abandonment_rate == 100.0
 
 
-@pytest.fixture
+@pytest.fixture(params=[0, 2], ids=["in-process", "decode-pool"])
 def collector(
-    store: ConversationStore, store_url: str, tmp_path: Path
+    store: ConversationStore, store_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[RunningCollector]:
+    """Decoding in-process, and in a decode pool (the trace map stays in the service)."""
     config = CollectorConfig(
         store=store_url,
         grpc_endpoint="",
         http_endpoint="127.0.0.1:0",
         metrics_endpoint="",
         spool_dir=str(tmp_path / "spool"),
+        decode_workers=request.param,
     )
     running = start_collector(config, store=store)
     yield running
@@ -434,6 +440,11 @@ class TestThroughTheCollector:
             e for e in StoreReader(store).report(7, now=NOW).evaluations if e.name == "relevance"
         )
         assert (relevance.evaluations, relevance.mean_score) == (2, 0.75)
+        if collector.service.decode_pool is not None:  # the trace-only record came back home
+            fallbacks = collector.service.metrics.registry.get_sample_value(
+                f"{DECODE_FALLBACKS}_total", {"reason": FALLBACK_TRACE_CONTEXT}
+            )
+            assert fallbacks == 1
 
     def test_log_record_for_an_unknown_trace_is_a_counted_rejection(
         self, collector: RunningCollector
@@ -445,7 +456,8 @@ class TestThroughTheCollector:
         from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
         from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
-        from opentelemetry.exporter.conversation_analytics.collector.service import Signal, Status
+        from opentelemetry.exporter.conversation_analytics.collector.otlp import Signal
+        from opentelemetry.exporter.conversation_analytics.collector.service import Status
 
         record = LogRecord(
             event_name=semconv.EVALUATION_EVENT, trace_id=b"\x07" * 16, time_unix_nano=_ns(T0)

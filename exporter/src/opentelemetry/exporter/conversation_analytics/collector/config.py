@@ -15,6 +15,7 @@ from opentelemetry.instrumentation.conversation import environment_variables as 
 
 DEFAULT_MAX_REQUEST_BYTES: Final = 20 * 1024 * 1024
 DEFAULT_SPOOL_MAX_BYTES: Final = 256 * 1024 * 1024
+MAX_DECODE_WORKERS: Final = 64
 
 
 @dataclass
@@ -45,6 +46,10 @@ class CollectorConfig:
         default=DEFAULT_MAX_REQUEST_BYTES, metadata={"help": "cap after decompression"}
     )
     max_concurrent_requests: int = 8
+    decode_workers: int = field(
+        default=0,
+        metadata={"help": "processes that decode OTLP requests (0: the collector's own)"},
+    )
     spool_dir: str = field(
         default="",
         metadata={"default_text": "<chdb dir>-spool, else .conversation-analytics-spool"},
@@ -71,6 +76,8 @@ class CollectorConfig:
             raise ValueError("max request bytes must be at least 1024")
         if self.max_concurrent_requests < 1:
             raise ValueError("max concurrent requests must be at least 1")
+        if not 0 <= self.decode_workers <= MAX_DECODE_WORKERS:
+            raise ValueError(f"decode workers must be between 0 and {MAX_DECODE_WORKERS}")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("TLS needs both a certificate and a key file")
 

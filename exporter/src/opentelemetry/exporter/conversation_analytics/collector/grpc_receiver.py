@@ -21,10 +21,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from opentelemetry.exporter.conversation_analytics.collector.otlp import Signal
 from opentelemetry.exporter.conversation_analytics.collector.service import (
     CollectorService,
     ExportResult,
-    Signal,
     Status,
 )
 

@@ -26,10 +26,10 @@ from opentelemetry.exporter.conversation_analytics.analytics import (
     MAX_CONVERSATIONS_LIMIT,
 )
 from opentelemetry.exporter.conversation_analytics.collector.grpc_receiver import _response
+from opentelemetry.exporter.conversation_analytics.collector.otlp import Signal
 from opentelemetry.exporter.conversation_analytics.collector.service import (
     RETRY_AFTER_SECONDS,
     CollectorService,
-    Signal,
     Status,
 )
 from opentelemetry.exporter.conversation_analytics.store import (

@@ -12,6 +12,7 @@ import base64
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from enum import Enum
 from typing import Any, Final
 
 from google.protobuf import json_format
@@ -32,6 +33,13 @@ from opentelemetry.instrumentation.conversation.genai import ROLE_ATTRIBUTES
 
 #: The attribute older Logs-API event emitters use for the event name.
 _ID_KEYS: Final = frozenset({"traceId", "spanId", "parentSpanId"})
+
+
+class Signal(Enum):
+    """What an OTLP export carries."""
+
+    TRACES = "traces"
+    LOGS = "logs"
 
 
 class MalformedRequest(ValueError):
@@ -211,3 +219,29 @@ def parse_request(
     except (DecodeError, json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         kind = "JSON" if is_json else "protobuf"
         raise MalformedRequest(f"malformed OTLP {kind}: {str(exc)[:200]}") from None
+
+
+def decode_request(
+    signal: Signal,
+    body: bytes,
+    *,
+    is_json: bool,
+    store_content: bool = False,
+    feedback_evaluations: frozenset[str] | None = None,
+    traces: TraceConversations | None = None,
+) -> Extracted:
+    """The rows of one OTLP export body; :class:`MalformedRequest` when it is not one."""
+    if signal is Signal.TRACES:
+        trace_request = ExportTraceServiceRequest()
+        parse_request(body, trace_request, is_json=is_json)
+        return rows_from_traces(
+            trace_request,
+            store_content,
+            feedback_evaluations=feedback_evaluations,
+            traces=traces,
+        )
+    logs_request = ExportLogsServiceRequest()
+    parse_request(body, logs_request, is_json=is_json)
+    return rows_from_logs(
+        logs_request, store_content, feedback_evaluations=feedback_evaluations, traces=traces
+    )

@@ -20,26 +20,26 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import Counter as PromCounter
 
 from opentelemetry.exporter.conversation_analytics.collector.config import CollectorConfig
+from opentelemetry.exporter.conversation_analytics.collector.decode_pool import (
+    DECODE_FALLBACKS,
+    DecodePool,
+)
 from opentelemetry.exporter.conversation_analytics.collector.inference import (
     AbandonmentSweeper,
     Clock,
 )
 from opentelemetry.exporter.conversation_analytics.collector.otlp import (
     MalformedRequest,
-    parse_request,
-    rows_from_logs,
-    rows_from_traces,
+    Signal,
+    decode_request,
 )
 from opentelemetry.exporter.conversation_analytics.evaluations import (
     TraceConversations,
     feedback_evaluations,
 )
-from opentelemetry.exporter.conversation_analytics.extract import Extracted
 from opentelemetry.exporter.conversation_analytics.metrics import ConversationMetrics
 from opentelemetry.exporter.conversation_analytics.pipeline import ConversationPipeline, Outcome
 from opentelemetry.exporter.conversation_analytics.reader import StoreReader
@@ -57,11 +57,6 @@ _logger = logging.getLogger(__name__)
 DISCOVERY_FILE: Final = "collector.json"
 REQUESTS_REJECTED: Final = "conversation_analytics_requests_rejected"
 RETRY_AFTER_SECONDS: Final = 5
-
-
-class Signal(Enum):
-    TRACES = "traces"
-    LOGS = "logs"
 
 
 class Status(Enum):
@@ -182,6 +177,22 @@ class CollectorService:
         )
         self.traces = TraceConversations()
         self.feedback_evaluations = feedback_evaluations(config.feedback_evaluations)
+        self.decode_fallbacks = PromCounter(
+            DECODE_FALLBACKS,
+            "OTLP requests the decode pool handed back to the collector's own process, by reason",
+            ("reason",),
+            registry=self.metrics.registry,
+        )
+        self.decode_pool = (
+            DecodePool(
+                config.decode_workers,
+                store_content=config.store_content,
+                feedback_evaluations=self.feedback_evaluations,
+                on_fallback=lambda reason: self.decode_fallbacks.labels(reason).inc(),
+            )
+            if config.decode_workers
+            else None
+        )
         self._discovery = directory / DISCOVERY_FILE if directory else None
         self._stop = threading.Event()
         self._drainer: threading.Thread | None = None
@@ -202,6 +213,8 @@ class CollectorService:
         if self.spool.events:
             _logger.info("replaying %d spooled events", self.spool.events)
             self.pipeline.flush()
+        if self.decode_pool is not None:
+            self.decode_pool.start()
         if self._discovery is not None and api_url:
             self._discovery.write_text(
                 json.dumps(
@@ -228,6 +241,8 @@ class CollectorService:
         if not self.in_flight.close(DRAIN_TIMEOUT_SECONDS):
             _logger.warning("requests still running after %.0f s; closing", DRAIN_TIMEOUT_SECONDS)
         self.sweeper.stop()
+        if self.decode_pool is not None:
+            self.decode_pool.close()
         if self._drainer is not None:
             self._drainer.join(timeout=30)
         if self._discovery is not None:
@@ -250,32 +265,24 @@ class CollectorService:
             return ExportResult(Status.UNAVAILABLE, message=str(exc))
 
     def _export(self, signal: Signal, body: bytes, *, is_json: bool, source: str) -> ExportResult:
-        message: ExportTraceServiceRequest | ExportLogsServiceRequest
-        extract: Callable[..., Extracted]
-        if signal is Signal.TRACES:
-            message, extract = ExportTraceServiceRequest(), rows_from_traces
-        else:
-            message, extract = ExportLogsServiceRequest(), rows_from_logs
         try:
-            parse_request(body, message, is_json=is_json)
+            extracted = None
+            if self.decode_pool is not None:
+                extracted = self.decode_pool.decode(signal, body, is_json=is_json)
+            if extracted is None:
+                extracted = decode_request(
+                    signal,
+                    body,
+                    is_json=is_json,
+                    store_content=self.config.store_content,
+                    feedback_evaluations=self.feedback_evaluations,
+                    traces=self.traces,
+                )
+            elif signal is Signal.TRACES:
+                self.traces.remember(extracted.rows)  # as rows_from_traces does in-process
         except MalformedRequest as exc:
             self.reject_request("malformed")
             return ExportResult(Status.INVALID, message=str(exc))
-        return self.export_message(signal, message, extract, source)
-
-    def export_message(
-        self,
-        signal: Signal,
-        message: ExportTraceServiceRequest | ExportLogsServiceRequest,
-        extract: Callable[..., Extracted],
-        source: str,
-    ) -> ExportResult:
-        extracted = extract(
-            message,
-            self.config.store_content,
-            feedback_evaluations=self.feedback_evaluations,
-            traces=self.traces,
-        )
         for reason, count in extracted.rejected.items():
             self.pipeline.reject(reason, count)
         if self.pipeline.submit(extracted.rows, source) is Outcome.REJECTED:
