@@ -63,6 +63,7 @@ from collector_process import (
     run_cli,
     start_collector,
 )
+from opentelemetry.exporter.conversation_analytics.collector.decode_pool import DECODE_FALLBACKS
 from opentelemetry.instrumentation.conversation import ConversationTracker, semconv
 
 TRACES: Final = "/v1/traces"
@@ -1280,3 +1281,84 @@ def test_sigterm_drains_exits_0_and_leaves_the_store_readable(launch: Launch) ->
     assert acked_ids <= found
     report = cli_json("report", "--store", collector.store_url)
     assert report["total_conversations"] == len(stream.conversations)
+
+
+# ---- 11. decode workers -------------------------------------------------------------------------
+
+
+def _children(pid: int) -> set[int]:
+    """Live processes whose parent is ``pid``."""
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # exited meanwhile
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+def _alive(pids: set[int], timeout: float = 30.0) -> set[int]:
+    """Those of ``pids`` still running (not exited, not a zombie) once ``timeout`` has passed or
+    all have gone."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = set()
+        for pid in pids:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                alive.add(pid)
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+DECODE_WORKERS: Final = ("--decode-workers", "2")
+
+
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+def test_decode_workers_kill_9_loses_nothing_stores_each_once_and_leaves_no_worker(
+    launch: Launch, transport: str
+) -> None:
+    """With a decode pool: kill -9 mid-stream loses no acknowledged event, the workers exit
+    with the collector, and after a restart and resend every event is stored once."""
+    stream = build_stream(batch_count=60, conversation_count=4)
+    first = launch(*DECODE_WORKERS)
+    workers = _children(first.pid)
+    assert len(workers) >= 2, "the decode workers did not start"
+    acknowledged = stream_until(first, transport, stream, after_acks=15, interrupt=first.kill)
+    assert 15 <= sum(acknowledged) < len(stream.batches), "the kill did not land mid-stream"
+    assert not _alive(workers), "decode workers outlived a kill -9 of their collector"
+
+    second = launch(*DECODE_WORKERS)
+    acked_ids = stream.acknowledged_ids(acknowledged)
+    stored_ids = {i for cid in stream.conversations for i in event_ids(stored(second, cid))}
+    assert acked_ids <= stored_ids, "acknowledged events were lost by kill -9"
+    last_acked = max(index for index, ok in enumerate(acknowledged) if ok)
+    resend = [i for i, ok in enumerate(acknowledged) if not ok] + [last_acked]
+    exporter = span_exporter(transport, second)
+    assert all(exporter.export(stream.batches[i]) is SpanExportResult.SUCCESS for i in resend)
+    exporter.shutdown()
+    for conversation_id, expected in stream.by_conversation.items():
+        assert sorted(event_ids(stored(second, conversation_id))) == sorted(expected)
+    assert second.metrics().value(f"{DECODE_FALLBACKS}_total") == 0  # all decoded in the pool
+
+
+def test_decode_workers_stop_with_sigterm(launch: Launch) -> None:
+    """SIGTERM: the collector drains, exits 0, and its decode workers are gone."""
+    collector = launch(*DECODE_WORKERS)
+    workers = _children(collector.pid)
+    stream = build_stream(batch_count=3, conversation_count=2)
+    exporter = span_exporter("http", collector)
+    assert all(exporter.export(batch) is SpanExportResult.SUCCESS for batch in stream.batches)
+    exporter.shutdown()
+    assert collector.stop(timeout=30) == 0
+    assert not _alive(workers)
+    for conversation_id, expected in stream.by_conversation.items():
+        ids = event_ids(cli_json("conversation", conversation_id, "--store", collector.store_url))
+        assert sorted(ids) == sorted(expected)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal as signals
 import threading
 from collections import Counter
@@ -58,9 +60,24 @@ class _WorkerSettings:
     feedback_evaluations: frozenset[str] | None = None
 
 
+def _exit_with_the_collector() -> None:
+    """End this worker when the collector's process ends, however it ends: after a kill -9 the
+    pool's queue never reports end-of-file (every worker holds both of its ends)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:  # pragma: no cover - always a spawned child
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="collector-watch", daemon=True).start()
+
+
 def _init_worker(store_content: bool, feedback_evaluations: frozenset[str]) -> None:
     """Settings once per worker; Ctrl-C is the parent's to handle (it stops the pool)."""
     signals.signal(signals.SIGINT, signals.SIG_IGN)
+    _exit_with_the_collector()
     _WorkerSettings.store_content = store_content
     _WorkerSettings.feedback_evaluations = feedback_evaluations
 
