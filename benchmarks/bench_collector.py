@@ -9,25 +9,33 @@ counted per CPU-second the collector process used (utime + stime from /proc), so
 Baseline, measured in the same run: decode-only (protobuf ``ParseFromString`` of the same
 requests, compiled upb backend) and decode + extract (``rows_from_traces``), in this process.
 
+With ``--decode-workers N``, a second part measures using more than one core: the collector
+unpinned, fed pre-encoded bodies from 4 connections (so the senders cost little CPU), once
+decoding in-process and once with N decode workers, same run; it prints wall events/s, events
+per CPU-second of the collector and its workers together, and the wall-throughput ratio.
+
 Target (SPEC section 7 / issue 3): >= 50,000 conversation events/s per core.
 
-    python benchmarks/bench_collector.py [--spans 20000] [--events-per-span 10]
+    python benchmarks/bench_collector.py [--spans 20000] [--events-per-span 10] [--decode-workers 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+import grpc
 from google.protobuf.internal import api_implementation
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
@@ -43,6 +51,7 @@ from opentelemetry.exporter.conversation_analytics.collector.otlp import rows_fr
 from opentelemetry.instrumentation.conversation import ConversationEvent, ConversationTracker
 
 BATCH = 512
+SENDERS = 4
 _READY = re.compile(r"collector ready: (.*) store=")
 
 
@@ -72,9 +81,110 @@ def batches(spans: Sequence[ReadableSpan]) -> list[Sequence[ReadableSpan]]:
     return [spans[i : i + BATCH] for i in range(0, len(spans), BATCH)]
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def family(pid: int) -> list[int]:
+    """``pid`` and its live child processes (the decode workers)."""
+    pids = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(pid):
+            try:
+                if int(_stat(int(entry.name))[1]) == pid:
+                    pids.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return pids
+
+
+def family_cpu_seconds(pids: Sequence[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
+def written_events(metrics_port: int) -> float:
+    metrics = (
+        urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        .read()
+        .decode()
+    )
+    found = re.search(r"^conversation_analytics_events_written_total (\S+)$", metrics, re.M)
+    assert found is not None
+    return float(found.group(1))
+
+
+def send_raw(transport: str, port: int, bodies: Sequence[bytes]) -> None:
+    """POST pre-encoded export bodies (no encoding cost on this side), one connection."""
+    if transport == "grpc":
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            export = channel.unary_unary(
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+            )
+            for body in bodies:
+                export(body, timeout=60)
+        return
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        for body in bodies:
+            connection.request(
+                "POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"}
+            )
+            reply = connection.getresponse()
+            reply.read()
+            if reply.status != 200:
+                raise RuntimeError(f"HTTP export answered {reply.status}")
+    finally:
+        connection.close()
+
+
+def scaling(requests: Sequence[bytes], events: int, workers: int) -> None:
+    """Wall throughput and CPU of the collector on every core, decoding in-process vs with
+    ``workers`` decode workers, fed pre-encoded bodies from ``SENDERS`` connections."""
+    print(
+        f"# scaling: collector unpinned ({os.cpu_count()} CPUs, shared with the senders), "
+        f"{SENDERS} sender connections of pre-encoded bodies"
+    )
+    results: dict[tuple[str, int], float] = {}
+    for transport in ("grpc", "http"):
+        for count in (0, workers):
+            with tempfile.TemporaryDirectory() as directory:
+                process, ports = start_collector(directory, count, pin=False)
+                try:
+                    pids = family(process.pid)
+                    cpu_before = family_cpu_seconds(pids)
+                    started = time.perf_counter()
+                    senders = [
+                        threading.Thread(
+                            target=send_raw,
+                            args=(transport, ports[transport], requests[i::SENDERS]),
+                        )
+                        for i in range(SENDERS)
+                    ]
+                    for sender in senders:
+                        sender.start()
+                    for sender in senders:
+                        sender.join()
+                    wall = time.perf_counter() - started
+                    cpu = family_cpu_seconds(pids) - cpu_before
+                    written = written_events(ports["metrics"])
+                finally:
+                    process.terminate()
+                    process.wait(timeout=60)
+            assert written == events, (written, events)
+            results[(transport, count)] = events / wall
+            label = "in-process" if count == 0 else f"{count} decode workers"
+            print(
+                f"otlp/{transport:<4} {label:<18} wall {events / wall:>10,.0f} events/s, "
+                f"{events / cpu:>10,.0f} events per collector CPU-s "
+                f"({len(pids)} processes, {cpu / wall:.2f} cores busy)"
+            )
+        ratio = results[(transport, workers)] / results[(transport, 0)]
+        print(f"otlp/{transport:<4} wall throughput, {workers} workers / in-process: {ratio:.2f}x")
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -84,7 +194,9 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def start_collector(directory: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
+def start_collector(
+    directory: str, decode_workers: int = 0, pin: bool = True
+) -> tuple[subprocess.Popen[str], dict[str, int]]:
     command = [
         sys.executable,
         "-m",
@@ -100,9 +212,11 @@ def start_collector(directory: str) -> tuple[subprocess.Popen[str], dict[str, in
         "127.0.0.1:0",
         "--metrics-endpoint",
         "127.0.0.1:0",
+        "--decode-workers",
+        str(decode_workers),
     ]
     taskset = shutil.which("taskset")
-    if taskset and (os.cpu_count() or 1) > 1:
+    if pin and taskset and (os.cpu_count() or 1) > 1:
         command = [taskset, "-c", "0", *command]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
@@ -129,6 +243,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--spans", type=int, default=20_000)
     parser.add_argument("--events-per-span", type=int, default=10)
+    parser.add_argument(
+        "--decode-workers",
+        type=int,
+        default=0,
+        help="also measure wall throughput with this many decode workers against in-process "
+        "decoding, collector on every core (default 0: skip)",
+    )
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})  # the generator stays off the collector's core
@@ -187,6 +308,10 @@ def main() -> None:
                 f"{per_cpu / (events / extract):.2f}x, "
                 f"vs decode-only {per_cpu / (events / decode):.3f}x)"
             )
+    if args.decode_workers:
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        scaling(requests, events, args.decode_workers)
 
 
 if __name__ == "__main__":
