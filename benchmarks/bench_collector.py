@@ -55,14 +55,14 @@ SENDERS = 4
 _READY = re.compile(r"collector ready: (.*) store=")
 
 
-def record_spans(spans: int, events_per_span: int) -> list[ReadableSpan]:
+def record_spans(spans: int, events_per_span: int, prefix: str = "conv") -> list[ReadableSpan]:
     memory = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "bench-agent"}))
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracker = ConversationTracker(provider, agent_name="bench", user_id_key=b"bench")
     tracer = provider.get_tracer("bench")
     for index in range(spans):
-        cid = f"conv-{index // 4}"
+        cid = f"{prefix}-{index // 4}"
         with tracer.start_as_current_span("invoke_agent"):
             for turn in range(events_per_span):
                 tracker.record(
@@ -187,11 +187,38 @@ def scaling(requests: Sequence[bytes], events: int, workers: int) -> None:
         print(f"otlp/{transport:<4} wall throughput, {workers} workers / in-process: {ratio:.2f}x")
 
 
-def peak_rss_mib(pid: int) -> float:
+def peak_rss_mib(pid: int, field: str = "VmHWM") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def sustained(rounds: int, spans: int, events_per_span: int) -> None:
+    """Resident memory of one collector over ``rounds`` rounds of new conversations (new ids
+    each round), sent as pre-encoded bodies: it must level off, not grow with what it has seen."""
+    print(f"# sustained ingest: {rounds} rounds of {spans * events_per_span:,} new events each")
+    with tempfile.TemporaryDirectory() as directory:
+        process, ports = start_collector(directory, pin=False)
+        try:
+            sent = 0
+            series = []
+            for round_ in range(rounds):
+                work = batches(record_spans(spans, events_per_span, prefix=f"r{round_}"))
+                bodies = [encode_spans(batch).SerializeToString() for batch in work]
+                sent += sum(len(span.events) for batch in work for span in batch)
+                send_raw("grpc", ports["grpc"], bodies)
+                rss = peak_rss_mib(process.pid, "VmRSS")
+                series.append(rss)
+                print(f"   after {sent:>12,} events: collector RSS {rss:,.0f} MiB")
+            assert written_events(ports["metrics"]) == sent
+            print(
+                f"   peak {peak_rss_mib(process.pid):,.0f} MiB; RSS growth over the second half "
+                f"of the run: {series[-1] - series[len(series) // 2 - 1]:+,.0f} MiB"
+            )
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
 
 
 def start_collector(
@@ -249,6 +276,13 @@ def main() -> None:
         default=0,
         help="also measure wall throughput with this many decode workers against in-process "
         "decoding, collector on every core (default 0: skip)",
+    )
+    parser.add_argument(
+        "--sustained-rounds",
+        type=int,
+        default=0,
+        help="also send this many rounds of --spans new spans to one collector and print its "
+        "resident memory after each (default 0: skip)",
     )
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
@@ -312,6 +346,8 @@ def main() -> None:
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
         scaling(requests, events, args.decode_workers)
+    if args.sustained_rounds:
+        sustained(args.sustained_rounds, args.spans, args.events_per_span)
 
 
 if __name__ == "__main__":
