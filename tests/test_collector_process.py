@@ -1133,6 +1133,38 @@ def test_service_is_healthy_after_fuzzing(fuzz_collector: CollectorProcess) -> N
     assert fuzz_collector.stop() == 0
 
 
+# ---- decode workers: the processes a collector started ------------------------------------------
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state, parent, ...); ``None``
+    once the process has gone or is a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields
+
+
+def _children(pid: int) -> set[int]:
+    """Live processes whose parent is ``pid``."""
+    candidates = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return {child for child in candidates if (_stat(child) or ["", ""])[1] == str(pid)}
+
+
+def _alive(pids: set[int], timeout: float = 30.0) -> set[int]:
+    """Those of ``pids`` still running once all have gone or ``timeout`` has passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = {pid for pid in pids if _stat(pid) is not None}
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+DECODE_WORKERS: Final = ("--decode-workers", "2")
+
+
 # ---- 9. kill -9 mid-stream ----------------------------------------------------------------------
 
 
@@ -1220,18 +1252,23 @@ def stream_until(
     return acknowledged
 
 
+@pytest.mark.parametrize("decode", [(), DECODE_WORKERS], ids=["in-process", "decode-pool"])
 @pytest.mark.parametrize("transport", ["grpc", "http"])
 def test_kill_9_mid_stream_loses_no_acknowledged_event_and_stores_each_once(
-    launch: Launch, transport: str
+    launch: Launch, transport: str, decode: tuple[str, ...]
 ) -> None:
-    """kill -9 mid-stream, restart, resend what was not acknowledged: each event stored once."""
+    """kill -9 mid-stream, restart, resend what was not acknowledged: each event stored once;
+    decode workers exit with their collector."""
     stream = build_stream(batch_count=60, conversation_count=4)
-    first = launch()
+    first = launch(*decode)
+    workers = _children(first.pid)
+    assert len(workers) >= (2 if decode else 0), "the decode workers did not start"
     acknowledged = stream_until(first, transport, stream, after_acks=15, interrupt=first.kill)
     assert first.process.returncode == -9
     assert 15 <= sum(acknowledged) < len(stream.batches), "the kill did not land mid-stream"
+    assert not _alive(workers), "decode workers outlived a kill -9 of their collector"
 
-    second = launch()  # same store: replays the spool before it reports ready
+    second = launch(*decode)  # same store: replays the spool before it reports ready
     acked_ids = stream.acknowledged_ids(acknowledged)
     stored_ids = {i for cid in stream.conversations for i in event_ids(stored(second, cid))}
     assert acked_ids <= stored_ids, "acknowledged events were lost by kill -9"
@@ -1249,6 +1286,8 @@ def test_kill_9_mid_stream_loses_no_acknowledged_event_and_stores_each_once(
     report = cli_json("report", "--store", second.store_url)
     assert report["total_conversations"] == len(stream.conversations)
     assert report["avg_turns"] == float(len(stream.batches))
+    if decode:
+        assert second.metrics().value(f"{DECODE_FALLBACKS}_total") == 0  # all in the pool
 
 
 # ---- 10. SIGTERM --------------------------------------------------------------------------------
@@ -1283,70 +1322,7 @@ def test_sigterm_drains_exits_0_and_leaves_the_store_readable(launch: Launch) ->
     assert report["total_conversations"] == len(stream.conversations)
 
 
-# ---- 11. decode workers -------------------------------------------------------------------------
-
-
-def _children(pid: int) -> set[int]:
-    """Live processes whose parent is ``pid``."""
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # exited meanwhile
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.add(int(entry.name))
-    return found
-
-
-def _alive(pids: set[int], timeout: float = 30.0) -> set[int]:
-    """Those of ``pids`` still running (not exited, not a zombie) once ``timeout`` has passed or
-    all have gone."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = set()
-        for pid in pids:
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if state != "Z":
-                alive.add(pid)
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.05)
-
-
-DECODE_WORKERS: Final = ("--decode-workers", "2")
-
-
-@pytest.mark.parametrize("transport", ["grpc", "http"])
-def test_decode_workers_kill_9_loses_nothing_stores_each_once_and_leaves_no_worker(
-    launch: Launch, transport: str
-) -> None:
-    """With a decode pool: kill -9 mid-stream loses no acknowledged event, the workers exit
-    with the collector, and after a restart and resend every event is stored once."""
-    stream = build_stream(batch_count=60, conversation_count=4)
-    first = launch(*DECODE_WORKERS)
-    workers = _children(first.pid)
-    assert len(workers) >= 2, "the decode workers did not start"
-    acknowledged = stream_until(first, transport, stream, after_acks=15, interrupt=first.kill)
-    assert 15 <= sum(acknowledged) < len(stream.batches), "the kill did not land mid-stream"
-    assert not _alive(workers), "decode workers outlived a kill -9 of their collector"
-
-    second = launch(*DECODE_WORKERS)
-    acked_ids = stream.acknowledged_ids(acknowledged)
-    stored_ids = {i for cid in stream.conversations for i in event_ids(stored(second, cid))}
-    assert acked_ids <= stored_ids, "acknowledged events were lost by kill -9"
-    last_acked = max(index for index, ok in enumerate(acknowledged) if ok)
-    resend = [i for i, ok in enumerate(acknowledged) if not ok] + [last_acked]
-    exporter = span_exporter(transport, second)
-    assert all(exporter.export(stream.batches[i]) is SpanExportResult.SUCCESS for i in resend)
-    exporter.shutdown()
-    for conversation_id, expected in stream.by_conversation.items():
-        assert sorted(event_ids(stored(second, conversation_id))) == sorted(expected)
-    assert second.metrics().value(f"{DECODE_FALLBACKS}_total") == 0  # all decoded in the pool
+# ---- 11. decode workers (see also 9) -------------------------------------------------------------
 
 
 def test_decode_workers_stop_with_sigterm(launch: Launch) -> None:
