@@ -379,25 +379,24 @@ def count_rows(store: ConversationStore, table: str) -> int:
     return int(store.select(f"SELECT count() AS c FROM {table}")[0]["c"])
 
 
-def active_parts(store: ConversationStore, table: str) -> int:
+def _parts(store: ConversationStore, table: str) -> tuple[int, int]:
+    """(active parts, their compressed bytes on disk) of ``table``."""
     database, name = (part.strip("`") for part in table.split("."))
     rows = store.select(
-        "SELECT count() AS c FROM system.parts WHERE active AND database = {d:String} "
-        "AND table = {t:String}",
+        "SELECT count() AS c, sum(bytes_on_disk) AS b FROM system.parts WHERE active "
+        "AND database = {d:String} AND table = {t:String}",
         {"d": database, "t": name},
     )
-    return int(rows[0]["c"])
+    return int(rows[0]["c"]), int(rows[0]["b"] or 0)
+
+
+def active_parts(store: ConversationStore, table: str) -> int:
+    return _parts(store, table)[0]
 
 
 def disk_mib(store: ConversationStore, table: str) -> float:
     """Compressed bytes of the table's active parts on disk, in MiB."""
-    database, name = (part.strip("`") for part in table.split("."))
-    rows = store.select(
-        "SELECT sum(bytes_on_disk) AS b FROM system.parts WHERE active AND database = {d:String} "
-        "AND table = {t:String}",
-        {"d": database, "t": name},
-    )
-    return int(rows[0]["b"] or 0) / 2**20
+    return _parts(store, table)[1] / 2**20
 
 
 def reset_peak_rss() -> bool:
