@@ -150,6 +150,7 @@ def scaling(requests: Sequence[bytes], events: int, workers: int) -> None:
         f"{SENDERS} sender connections of pre-encoded bodies"
     )
     results: dict[tuple[str, int], float] = {}
+    main_us: dict[tuple[str, int], float] = {}
     for transport in ("grpc", "http"):
         for count in (0, workers):
             with tempfile.TemporaryDirectory() as directory:
@@ -157,6 +158,7 @@ def scaling(requests: Sequence[bytes], events: int, workers: int) -> None:
                 try:
                     pids = family(process.pid)
                     cpu_before = family_cpu_seconds(pids)
+                    main_before = cpu_seconds(process.pid)
                     started = time.perf_counter()
                     senders = [
                         threading.Thread(
@@ -171,6 +173,7 @@ def scaling(requests: Sequence[bytes], events: int, workers: int) -> None:
                         sender.join()
                     wall = time.perf_counter() - started
                     cpu = family_cpu_seconds(pids) - cpu_before
+                    main_cpu = cpu_seconds(process.pid) - main_before
                     written = written_events(ports["metrics"])
                 finally:
                     process.terminate()
@@ -181,10 +184,17 @@ def scaling(requests: Sequence[bytes], events: int, workers: int) -> None:
             print(
                 f"otlp/{transport:<4} {label:<18} wall {events / wall:>10,.0f} events/s, "
                 f"{events / cpu:>10,.0f} events per collector CPU-s "
-                f"({len(pids)} processes, {cpu / wall:.2f} cores busy)"
+                f"({len(pids)} processes, {cpu / wall:.2f} cores busy); the collector's own "
+                f"process {main_cpu / events * 1e6:.1f} us CPU per event"
             )
+            main_us[(transport, count)] = main_cpu / events * 1e6
         ratio = results[(transport, workers)] / results[(transport, 0)]
-        print(f"otlp/{transport:<4} wall throughput, {workers} workers / in-process: {ratio:.2f}x")
+        ceiling = main_us[(transport, 0)] / main_us[(transport, workers)]
+        print(
+            f"otlp/{transport:<4} wall throughput, {workers} workers / in-process: {ratio:.2f}x; "
+            f"the collector's own process per event, in-process / with workers: {ceiling:.2f}x "
+            "(the most the pool can give where cores are spare)"
+        )
 
 
 def peak_rss_mib(pid: int, field: str = "VmHWM") -> float:
