@@ -12,6 +12,9 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.trace import TracerProvider
@@ -145,6 +148,36 @@ class TestSameRows:
         assert decoded.rows == _in_process(Signal.LOGS, body)[0]
         assert [row.event_type for row in decoded.rows] == ["evaluation", "feedback_received"]
         assert not fallbacks.reasons
+
+    @pytest.mark.parametrize("store_content", [False, True], ids=["dropped", "stored"])
+    def test_the_store_content_setting_reaches_the_workers(
+        self, store_content: bool, fallbacks: Fallbacks
+    ) -> None:
+        """Message text is kept only when the operator enables it, in the pool as at home."""
+        span = Span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="turn")
+        event = span.events.add(name=ConversationEvent.USER_MESSAGE.event_name, time_unix_nano=1)
+        for key, text in (
+            (semconv.CONVERSATION_ID, "c-text"),
+            (semconv.EVENT_ID, "e-text"),
+            (semconv.MESSAGE_CONTENT, "my card number is ..."),
+        ):
+            event.attributes.append(KeyValue(key=key, value=AnyValue(string_value=text)))
+        body = ExportTraceServiceRequest(
+            resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[span])])]
+        ).SerializeToString()
+        pool = DecodePool(
+            1, store_content=store_content, feedback_evaluations=FEEDBACK, on_fallback=fallbacks
+        )
+        pool.start()
+        try:
+            decoded = pool.decode(Signal.TRACES, body, is_json=False)
+        finally:
+            pool.close()
+        assert decoded is not None
+        home = decode_request(Signal.TRACES, body, is_json=False, store_content=store_content)
+        assert decoded.rows == home.rows
+        kept = (decoded.rows[0].attributes or {}).get(semconv.MESSAGE_CONTENT)
+        assert kept == ("my card number is ..." if store_content else None)
 
 
 class TestHandedBack:
