@@ -22,6 +22,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from auto_instrumentation import CHAT, EXECUTE_TOOL, INVOKE_AGENT, genai_span
 from conftest import TEST_USER_ID_KEY
+from opentelemetry.exporter.conversation_analytics.collector import decode_pool
+from opentelemetry.exporter.conversation_analytics.collector.config import (
+    MAX_DECODE_WORKERS,
+    CollectorConfig,
+)
 from opentelemetry.exporter.conversation_analytics.collector.decode_pool import (
     FALLBACK_POOL_CLOSED,
     FALLBACK_TRACE_CONTEXT,
@@ -39,6 +44,7 @@ from opentelemetry.instrumentation.conversation import (
     conversation,
     semconv,
 )
+from opentelemetry.instrumentation.conversation import environment_variables as env
 from opentelemetry.instrumentation.conversation.instrumentor import ConversationInstrumentor
 
 FEEDBACK = frozenset({"user_feedback"})
@@ -225,6 +231,34 @@ class TestHandedBack:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)  # reaped: the workers are gone
 
+
+def _failing_init(*_settings: object) -> None:
+    """A worker initializer that fails, as a broken install would."""
+    raise RuntimeError("cannot import the decoder")
+
+
+class TestSettings:
     def test_at_least_one_worker(self) -> None:
         with pytest.raises(ValueError, match="at least one worker"):
             DecodePool(0, store_content=False, feedback_evaluations=FEEDBACK)
+
+    @pytest.mark.parametrize("workers", [-1, MAX_DECODE_WORKERS + 1])
+    def test_the_collector_refuses_a_worker_count_out_of_range(self, workers: int) -> None:
+        with pytest.raises(ValueError, match="decode workers must be between 0 and"):
+            CollectorConfig(decode_workers=workers)
+
+    def test_a_bad_variable_is_named(self) -> None:
+        """``CONVERSATION_ANALYTICS_DECODE_WORKERS=two`` names the variable and what it takes."""
+        variable = env.CONVERSATION_ANALYTICS_DECODE_WORKERS
+        with pytest.raises(ValueError, match=f"{variable} must be a whole number, got 'two'"):
+            CollectorConfig.load(environ={variable: "two"})
+        assert CollectorConfig.load(environ={variable: "3"}).decode_workers == 3
+
+    def test_workers_that_cannot_start_are_an_error_in_the_operators_terms(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A pool whose workers die at start-up: OSError saying how to run without one."""
+        monkeypatch.setattr(decode_pool, "_init_worker", _failing_init)
+        pool = DecodePool(1, store_content=False, feedback_evaluations=FEEDBACK)
+        with pytest.raises(OSError, match=r"cannot start 1 decode workers.*--decode-workers 0"):
+            pool.start()

@@ -16,6 +16,8 @@ from opentelemetry.instrumentation.conversation import environment_variables as 
 DEFAULT_MAX_REQUEST_BYTES: Final = 20 * 1024 * 1024
 DEFAULT_SPOOL_MAX_BYTES: Final = 256 * 1024 * 1024
 MAX_DECODE_WORKERS: Final = 64
+#: How a setting's type reads in an error message.
+_KIND_WORDS: Final = {"int": "a whole number", "float": "a number", "str": "text"}
 
 
 @dataclass
@@ -117,7 +119,7 @@ class CollectorConfig:
                 else:
                     values[item.name] = raw
             except ValueError:
-                accepted = env.BOOLEAN_VALUES if kind == "bool" else f"a {kind}"
+                accepted = env.BOOLEAN_VALUES if kind == "bool" else _KIND_WORDS[kind]
                 raise ValueError(
                     f"{cls.env_name(item.name)} must be {accepted}, got {raw!r:.40}"
                 ) from None

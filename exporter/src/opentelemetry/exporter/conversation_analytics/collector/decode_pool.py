@@ -40,6 +40,8 @@ DECODE_FALLBACKS: Final = "conversation_analytics_decode_fallbacks"
 FALLBACK_TRACE_CONTEXT: Final = "trace_context"
 FALLBACK_WORKER_DIED: Final = "worker_died"
 FALLBACK_POOL_CLOSED: Final = "pool_closed"
+#: How long starting waits for each worker to answer (a spawned interpreter imports protobuf).
+START_TIMEOUT_SECONDS: Final = 60.0
 
 
 class DecodedColumns(NamedTuple):
@@ -151,14 +153,22 @@ class DecodePool:
             self._executor = executor
 
     def _new_executor(self) -> ProcessPoolExecutor:
+        """A started pool; :class:`OSError` in the operator's terms when it cannot start."""
         executor = ProcessPoolExecutor(
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
             initargs=self._initargs,
         )
-        for future in [executor.submit(_ping) for _ in range(self.workers)]:
-            future.result()
+        try:
+            for future in [executor.submit(_ping) for _ in range(self.workers)]:
+                future.result(timeout=START_TIMEOUT_SECONDS)
+        except Exception as exc:
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise OSError(
+                f"cannot start {self.workers} decode workers ({type(exc).__name__}: {exc}); "
+                "run with --decode-workers 0 to decode in the collector's process"
+            ) from exc
         return executor
 
     @property
