@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 PIN_ENV = "CONVERSATION_BENCH_PINNED"
 
@@ -117,3 +118,16 @@ def profile(func: Callable[[], object], top: int, sort: str = "tottime") -> str:
 
 def ratio(value: float, baseline: float) -> str:
     return f"{value / baseline:.2f}x" if baseline > 0 else "n/a"
+
+
+def memory_mib(pid: int | str = "self", field: str = "VmHWM") -> float:
+    """A process's memory figure from ``/proc/PID/status`` in MiB (``VmHWM``: its peak resident
+    set, ``VmRSS``: the current one); NaN where /proc is absent."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return float("nan")
+    for line in status.splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")

@@ -12,11 +12,14 @@ requests, compiled upb backend) and decode + extract (``rows_from_traces``), in 
 With ``--decode-workers N``, a second part measures using more than one core: the collector
 unpinned, fed pre-encoded bodies from 4 connections (so the senders cost little CPU), once
 decoding in-process and once with N decode workers, same run; it prints wall events/s, events
-per CPU-second of the collector and its workers together, and the wall-throughput ratio.
+per CPU-second of the collector and its workers together, the CPU per event of the collector's
+own process, and the ratios. ``--sustained-rounds R`` sends R rounds of ``--spans`` new spans
+to one collector and prints its resident memory after each.
 
 Target (SPEC section 7 / issue 3): >= 50,000 conversation events/s per core.
 
-    python benchmarks/bench_collector.py [--spans 20000] [--events-per-span 10] [--decode-workers 2]
+    python benchmarks/bench_collector.py [--spans 20000] [--events-per-span 10]
+        [--decode-workers 2] [--sustained-rounds 10]
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from _util import machine_note
+from _util import machine_note, memory_mib
 from opentelemetry.exporter.conversation_analytics.collector.otlp import rows_from_traces
 from opentelemetry.instrumentation.conversation import ConversationEvent, ConversationTracker
 
@@ -197,13 +200,6 @@ def scaling(requests: Sequence[bytes], events: int, workers: int) -> None:
         )
 
 
-def peak_rss_mib(pid: int, field: str = "VmHWM") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def sustained(rounds: int, spans: int, events_per_span: int) -> None:
     """Resident memory of one collector over ``rounds`` rounds of new conversations (new ids
     each round), sent as pre-encoded bodies: it must level off, not grow with what it has seen."""
@@ -218,12 +214,12 @@ def sustained(rounds: int, spans: int, events_per_span: int) -> None:
                 bodies = [encode_spans(batch).SerializeToString() for batch in work]
                 sent += sum(len(span.events) for batch in work for span in batch)
                 send_raw("grpc", ports["grpc"], bodies)
-                rss = peak_rss_mib(process.pid, "VmRSS")
+                rss = memory_mib(process.pid, "VmRSS")
                 series.append(rss)
                 print(f"   after {sent:>12,} events: collector RSS {rss:,.0f} MiB")
             assert written_events(ports["metrics"]) == sent
             print(
-                f"   peak {peak_rss_mib(process.pid):,.0f} MiB; RSS growth over the second half "
+                f"   peak {memory_mib(process.pid):,.0f} MiB; RSS growth over the second half "
                 f"of the run: {series[-1] - series[len(series) // 2 - 1]:+,.0f} MiB"
             )
         finally:
@@ -326,7 +322,7 @@ def main() -> None:
                 else:
                     exporter = HttpExporter(endpoint=f"http://127.0.0.1:{ports['http']}/v1/traces")
                 cpu, wall = run_load(name, exporter, work, process.pid)
-                peak = peak_rss_mib(process.pid)
+                peak = memory_mib(process.pid)
                 metrics = (
                     urllib.request.urlopen(
                         f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=10

@@ -401,24 +401,12 @@ def disk_mib(store: ConversationStore, table: str) -> float:
 
 def reset_peak_rss() -> bool:
     """Reset this process's VmHWM (Linux: ``5`` into ``clear_refs``), so that the next
-    :func:`peak_rss_mib` is the peak since now; False where that is not possible."""
+    :func:`_util.memory_mib` is the peak since now; False where that is not possible."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         return False
     return True
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory (VmHWM) in MiB; NaN where /proc is absent."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return float("nan")
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def grow(store: ConversationStore, target: int, state: dict[str, int], args: Any) -> float:
@@ -682,11 +670,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result = measure(store, now, args.repeats, args.what_if)
                 timings = result["timings"]
                 if reset_peak_rss():  # one more report(7) alone, for its peak memory
-                    before = peak_rss_mib()
+                    before = _util.memory_mib()
                     StoreReader(store).report(DAYS, now=now)
                     print(
                         f"   resident memory of this process (chDB included): {before:,.0f} MiB "
-                        f"before one more report(7), peak {peak_rss_mib():,.0f} MiB during it"
+                        f"before one more report(7), peak {_util.memory_mib():,.0f} MiB during it"
                     )
                 rollup, naive = timings["rollup"], timings["naive"]
                 speedup = naive.median / rollup.median

@@ -1329,6 +1329,7 @@ def test_decode_workers_stop_with_sigterm(launch: Launch) -> None:
     """SIGTERM: the collector drains, exits 0, and its decode workers are gone."""
     collector = launch(*DECODE_WORKERS)
     workers = _children(collector.pid)
+    assert len(workers) >= 2, "the decode workers did not start"
     stream = build_stream(batch_count=3, conversation_count=2)
     exporter = span_exporter("http", collector)
     assert all(exporter.export(batch) is SpanExportResult.SUCCESS for batch in stream.batches)

@@ -36,7 +36,9 @@ from opentelemetry.exporter.conversation_analytics.rows import EventRow, row_col
 _logger = logging.getLogger(__name__)
 
 DECODE_FALLBACKS: Final = "conversation_analytics_decode_fallbacks"
-#: Fallback reasons (the metric's bounded label values).
+#: Fallback reasons (the metric's bounded label values): the request needs the trace map; a
+#: worker died (the pool is being replaced); the pool is stopped (closing, or a replacement
+#: could not start: the collector then decodes every request itself, and logs why).
 FALLBACK_TRACE_CONTEXT: Final = "trace_context"
 FALLBACK_WORKER_DIED: Final = "worker_died"
 FALLBACK_POOL_CLOSED: Final = "pool_closed"
