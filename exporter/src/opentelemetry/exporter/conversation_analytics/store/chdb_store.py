@@ -24,7 +24,12 @@ from opentelemetry.exporter.conversation_analytics.store.base import (
     insert_token,
 )
 from opentelemetry.exporter.conversation_analytics.store.import_sql import STAGE_COLUMN_NAMES
-from opentelemetry.exporter.conversation_analytics.store.sql import EVENT_COLUMN_NAMES, Schema
+from opentelemetry.exporter.conversation_analytics.store.sql import (
+    EVENT_COLUMN_NAMES,
+    EVENTS_INSERT_SETTINGS,
+    Schema,
+    settings_clause,
+)
 
 #: The file chDB's embedded server holds an exclusive ``flock`` on while it owns a directory
 #: (removed on close).
@@ -166,7 +171,8 @@ class ChdbStore(ConversationStore):
         self._insert_sql = (
             f"INSERT INTO {self.schema.events} ({', '.join(EVENT_COLUMN_NAMES)}) SETTINGS "
             "insert_deduplication_token = '{token}', "
-            "deduplicate_blocks_in_dependent_materialized_views = 1 "
+            "deduplicate_blocks_in_dependent_materialized_views = 1, "
+            f"{settings_clause(EVENTS_INSERT_SETTINGS)} "
             "FORMAT JSONCompactColumns\n"
         )
 

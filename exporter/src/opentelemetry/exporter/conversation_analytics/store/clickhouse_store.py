@@ -24,7 +24,11 @@ from opentelemetry.exporter.conversation_analytics.store.base import (
     insert_token,
 )
 from opentelemetry.exporter.conversation_analytics.store.import_sql import STAGE_COLUMN_NAMES
-from opentelemetry.exporter.conversation_analytics.store.sql import EVENT_COLUMN_NAMES, Schema
+from opentelemetry.exporter.conversation_analytics.store.sql import (
+    EVENT_COLUMN_NAMES,
+    EVENTS_INSERT_SETTINGS,
+    Schema,
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: clickhouse-connect's logger. On a failed connection it logs a bare "Unexpected Http Driver
@@ -145,6 +149,7 @@ class ClickHouseStore(ConversationStore):
                     settings={
                         "insert_deduplication_token": insert_token(rows),
                         "deduplicate_blocks_in_dependent_materialized_views": 1,
+                        **EVENTS_INSERT_SETTINGS,
                     },
                 )
             except Exception as exc:

@@ -29,7 +29,12 @@ from opentelemetry.exporter.conversation_analytics.rows import (
     MAX_TIMESTAMP_NS,
     UNKNOWN_AGENT,
 )
-from opentelemetry.exporter.conversation_analytics.store.sql import EVENT_COLUMNS, check_identifier
+from opentelemetry.exporter.conversation_analytics.store.sql import (
+    EVENT_COLUMNS,
+    EVENTS_INSERT_SETTINGS,
+    check_identifier,
+    settings_clause,
+)
 from opentelemetry.instrumentation.conversation import semconv
 from opentelemetry.instrumentation.conversation.semconv import ConversationEvent
 
@@ -372,7 +377,7 @@ WHERE fast
         WHERE timestamp >= (SELECT min(timestamp) FROM {stage} WHERE fast)
           AND timestamp <= (SELECT max(timestamp) FROM {stage} WHERE fast)
     )
-SETTINGS max_insert_threads = {max(1, int(threads))}"""
+SETTINGS max_insert_threads = {max(1, int(threads))}, {settings_clause(EVENTS_INSERT_SETTINGS)}"""
 
 
 def clear_stage_sql(stage: str) -> str:

@@ -313,6 +313,16 @@ ABANDONMENT_COLUMNS: Final = tuple(
 )
 #: How many recent insert blocks each table remembers, so a retried batch is not stored twice.
 DEDUPLICATION_WINDOW: Final = 10_000
+#: Settings of every insert into the events table. Each block holds an event id once (the
+#: pipeline and the import dedupe before writing), so the collapse of a block's equal keys that
+#: ReplacingMergeTree and the rollup's AggregatingMergeTree do at insert would find nothing, and
+#: it costs more than writing the rows (measured: 1M imported events 3.2 s with it, 1.2 s without).
+EVENTS_INSERT_SETTINGS: Final = {"optimize_on_insert": 0}
+
+
+def settings_clause(settings: Mapping[str, int]) -> str:
+    """``settings`` as a ``SETTINGS`` clause's list."""
+    return ", ".join(f"{check_identifier(name)} = {int(value)}" for name, value in settings.items())
 
 #: An inferred abandonment stands only while the user has not come back: activity after it
 #: revokes it (a new one is inferred if they go idle again).
