@@ -324,6 +324,7 @@ def settings_clause(settings: Mapping[str, int]) -> str:
     """``settings`` as a ``SETTINGS`` clause's list."""
     return ", ".join(f"{check_identifier(name)} = {int(value)}" for name, value in settings.items())
 
+
 #: An inferred abandonment stands only while the user has not come back: activity after it
 #: revokes it (a new one is inferred if they go idle again).
 _INFERRED_STANDS = "(last_activity IS NULL OR {at} >= last_activity)"
