@@ -71,7 +71,9 @@ from opentelemetry.exporter.conversation_analytics.rows import EventRow
 from opentelemetry.exporter.conversation_analytics.store.sql import (
     EVENT_COLUMN_NAMES,
     EVENT_COLUMNS,
+    EVENTS_INSERT_SETTINGS,
     Schema,
+    settings_clause,
 )
 from opentelemetry.instrumentation.conversation import ConversationEvent, ConversationTracker
 
@@ -319,8 +321,14 @@ def _run(args: argparse.Namespace, store: ConversationStore) -> Totals:
     for schema in (baseline, whatif) if args.what_if else (baseline,):
         for statement in schema.ddl():
             store.execute(statement)
-    raw_insert_sql = f"INSERT INTO {baseline.events} ({columns}) FORMAT JSONCompactColumns\n"
-    arrow_insert_sql = f"INSERT INTO {whatif.events} ({columns}) SELECT * FROM Python(whatif_rows)"
+    # The store's own insert settings, so the baseline is the insert the exporter could reach.
+    settings = f"SETTINGS {settings_clause(EVENTS_INSERT_SETTINGS)}"
+    raw_insert_sql = (
+        f"INSERT INTO {baseline.events} ({columns}) {settings} FORMAT JSONCompactColumns\n"
+    )
+    arrow_insert_sql = (
+        f"INSERT INTO {whatif.events} ({columns}) {settings} SELECT * FROM Python(whatif_rows)"
+    )
     exporter = ConversationAnalyticsExporter(store)
     factory = SpanFactory(args.seed, args.turns)
     totals = Totals()
