@@ -225,7 +225,7 @@ def parse_lines_sql(source: str, service_name: str) -> str:
     for attribute, (field_name, conversion) in FIELD_CONVERSIONS.items():
         if attribute in _FROM_METADATA:
             entry = f"e_{field_name}"
-            entries.append(f"arrayFirst(x -> x.1 = {_literal(attribute)}, md) AS {entry}")
+            entries.append(f"md[indexOf(md.1, {_literal(attribute)})] AS {entry}")
             value = _conversion(conversion, f"{entry}.2", f"{entry}.3")
         else:  # no metadata key reaches it: the column's empty value
             value = _conversion(conversion, "''", "''")
@@ -297,7 +297,7 @@ def parse_lines_sql(source: str, service_name: str) -> str:
         ],
         ["if(valid, line, '{}') AS doc"],
         ["JSONExtractKeysAndValuesRaw(doc) AS top"],
-        [f"arrayFirst(x -> x.1 = '{key}', top).2 AS r_{key}" for key in _RECORD_KEYS],
+        [f"top.2[indexOf(top.1, '{key}')] AS r_{key}" for key in _RECORD_KEYS],
         [f"{_kind(f'r_{key}')} AS k_{key}" for key in _RECORD_KEYS],
         decoded,
         *_timestamp_levels("k_timestamp", "r_timestamp"),
