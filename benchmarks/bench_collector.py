@@ -1,10 +1,10 @@
 """Collector throughput: conversation events per collector CPU-second through OTLP/gRPC and HTTP.
 
 The load generator is the official ``opentelemetry-exporter-otlp`` span exporter (gRPC and HTTP
-protobuf) sending pre-recorded spans in batches of 512, from this process; the collector runs as a
-subprocess pinned to CPU 0 (the generator to CPU 1), on a fresh embedded store. Throughput is
-counted per CPU-second the collector process used (utime + stime from /proc), so it reads as
-"per core" whatever the generator's own speed. Peak memory is the collector's VmHWM.
+protobuf) sending pre-recorded spans in batches of 512 (``--batch``), from this process; the
+collector runs as a subprocess pinned to CPU 0 (the generator to CPU 1), on a fresh embedded store.
+Throughput is counted per CPU-second the collector process used (utime + stime from /proc), so it
+reads as "per core" whatever the generator's own speed. Peak memory is the collector's VmHWM.
 
 Baseline, measured in the same run: decode-only (protobuf ``ParseFromString`` of the same
 requests, compiled upb backend) and decode + extract (``rows_from_traces``), in this process.
@@ -80,8 +80,8 @@ def record_spans(spans: int, events_per_span: int, prefix: str = "conv") -> list
     return list(memory.get_finished_spans())
 
 
-def batches(spans: Sequence[ReadableSpan]) -> list[Sequence[ReadableSpan]]:
-    return [spans[i : i + BATCH] for i in range(0, len(spans), BATCH)]
+def batches(spans: Sequence[ReadableSpan], size: int = BATCH) -> list[Sequence[ReadableSpan]]:
+    return [spans[i : i + size] for i in range(0, len(spans), size)]
 
 
 def _stat(pid: int) -> list[str]:
@@ -277,6 +277,13 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=20_000)
     parser.add_argument("--events-per-span", type=int, default=10)
     parser.add_argument(
+        "--batch",
+        type=int,
+        default=BATCH,
+        help="spans per export request (default 512, the SDK's OTEL_BSP_MAX_EXPORT_BATCH_SIZE); "
+        "each request is one insert, whose fixed cost larger requests spread over more events",
+    )
+    parser.add_argument(
         "--decode-workers",
         type=int,
         default=0,
@@ -295,10 +302,11 @@ def main() -> None:
         os.sched_setaffinity(0, {1})  # the generator stays off the collector's core
     print(f"# {machine_note()}; protobuf backend: {api_implementation.Type()}")
     spans = record_spans(args.spans, args.events_per_span)
-    work = batches(spans)
+    work = batches(spans, args.batch)
     events = sum(len(span.events) for span in spans)
     requests = [encode_spans(batch).SerializeToString() for batch in work]
-    print(f"# {len(spans)} spans, {events} conversation events, {len(work)} requests of {BATCH}")
+    print(f"# {len(spans)} spans, {events} conversation events, {len(work)} requests", end="")
+    print(f" of {args.batch}")
 
     started = time.process_time()
     for body in requests:
