@@ -139,6 +139,28 @@ class TestEmbeddedEngine:
         with pytest.raises(StoreError):
             store.select("SELECT nonsense FROM nowhere")
 
+    def test_insert_does_not_collapse_its_block(self, store: ConversationStore) -> None:
+        """An insert writes its block as given: the pipeline dedupes event ids before writing,
+        so the engine's collapse at insert (``optimize_on_insert``, slower than the write) is
+        off, and equal keys in one block stay until a merge."""
+        store.execute(f"SYSTEM STOP MERGES {store.schema.events}")
+        twice = EventRow("e1", "started", "c1", 1_790_000_000 * 10**9)
+        store.insert([twice, replace(twice)])
+        rows = store.select(f"SELECT count() AS n FROM {store.schema.events}")
+        assert int(rows[0]["n"]) == 2
+        assert store.count_events() == 1  # reads still count each event id once
+
+
+class TestSettingsClause:
+    def test_formats_integer_settings(self) -> None:
+        """Settings become a SETTINGS list, in order."""
+        assert sql.settings_clause({"a_b": 0, "c": 12}) == "a_b = 0, c = 12"
+
+    def test_rejects_a_name_that_is_not_an_identifier(self) -> None:
+        """A setting name is formatted into SQL only when it is a plain identifier."""
+        with pytest.raises(ValueError, match="identifier"):
+            sql.settings_clause({"a = 1; DROP TABLE x --": 0})
+
 
 @pytest.mark.clickhouse_server
 @pytest.mark.skipif(
