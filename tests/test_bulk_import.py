@@ -185,6 +185,11 @@ def messy_lines(seed: int, count: int) -> list[bytes]:
         b'"timestamp": "2024-01-01T00:00:00"}\n',
         b'{"id": "x4", "conversation_id": "c1", "event_type": "started", '
         b'"timestamp": "2024-01-01T00:00:00", "metadata": {"turn": 1, "turn": 2}}\n',
+        # A key named twice with a null: Python keeps the last value, whichever it is.
+        b'{"id": "x4a", "conversation_id": "c1", "event_type": "user_message", '
+        b'"timestamp": "2024-01-01T00:00:00", "metadata": {"turn": 1, "turn": null}}\n',
+        b'{"id": "x4b", "conversation_id": "c1", "event_type": "user_message", '
+        b'"timestamp": "2024-01-01T00:00:00", "metadata": {"turn": null, "turn": 3}}\n',
         b'{"id": "x5", "conversation_id": "c1", "event_type": "user_message", '
         b'"timestamp": "2024-01-01T00:00:00", "metadata": {"turn": NaN}}\n',
         b'{"id": "x6\xff", "conversation_id": "c1"}\n',  # invalid UTF-8

@@ -274,6 +274,8 @@ def parse_lines_sql(source: str, service_name: str) -> str:
             "ts_us IS NOT NULL",
             "k_user_id IN ('', 'null', 'string')",
             "(k_metadata IN ('', 'null') OR startsWith(r_metadata, '{'))",
+            # A key named twice is Python's: its parser keeps the last value, null or not.
+            "length(md_raw.1) = length(arrayDistinct(md_raw.1))",
             "length(md.1) = length(arrayDistinct(md.1))",
             f"length(extras) <= {MAX_METADATA_ENTRIES}",
             f"arrayAll(x -> {_readable('x.1', 'x.2')}, md)",
@@ -303,9 +305,11 @@ def parse_lines_sql(source: str, service_name: str) -> str:
         decoded,
         *_timestamp_levels("k_timestamp", "r_timestamp"),
         [
-            f"arrayFilter(x -> x.2 != 'null' AND x.1 != '' AND NOT has({ignored}, x.1), "
+            # Null values dropped first (a valid document's raw value starting with ``n`` is
+            # ``null``), so only the entries that are kept are mapped.
+            f"arrayFilter(x -> x.1 != '' AND NOT has({ignored}, x.1), "
             f"arrayMap(x -> ({_metadata_attribute('x.1', 'event_type_value')}, "
-            f"{_kind('x.2')}, x.2), md_raw)) AS md",
+            f"{_kind('x.2')}, x.2), arrayFilter(x -> x.2 != 'null', md_raw))) AS md",
         ],
         [f"arrayFilter(x -> NOT has({_list(sorted(FIELD_CONVERSIONS))}, x.1), md) AS extras"],
         [
