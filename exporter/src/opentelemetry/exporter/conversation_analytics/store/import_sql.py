@@ -69,10 +69,19 @@ def _kind(raw: str) -> str:
     )
 
 
+def _string(raw: str) -> str:
+    """A JSON string's value from its raw text: without a backslash the text between the quotes
+    is the value (JSON allows no raw control characters), a cut cheaper than parsing it."""
+    return (
+        f"if(position({raw}, '\\\\') = 0, substring({raw}, 2, length({raw}) - 2), "
+        f"JSONExtractString({raw}))"
+    )
+
+
 def _text(kind: str, raw: str) -> str:
     """Python's ``_text(value)`` of a string or boolean JSON value (``str()`` of it, capped)."""
     return (
-        f"multiIf({kind} = 'string', substringUTF8(JSONExtractString({raw}), 1, "
+        f"multiIf({kind} = 'string', substringUTF8({_string(raw)}, 1, "
         f"{MAX_STRING_LENGTH}), {kind} = 'bool', if({raw} = 'true', 'True', 'False'), '')"
     )
 
@@ -284,13 +293,13 @@ def parse_lines_sql(source: str, service_name: str) -> str:
     )
     ignored = _list(sorted(RECORD_ATTRIBUTES))
     decoded = [
-        "if(k_id = 'string', JSONExtractString(r_id), '') AS event_id_text",
-        "if(k_conversation_id = 'string', JSONExtractString(r_conversation_id), '') "
+        f"if(k_id = 'string', {_string('r_id')}, '') AS event_id_text",
+        f"if(k_conversation_id = 'string', {_string('r_conversation_id')}, '') "
         "AS conversation_text",
-        "if(k_user_id = 'string', JSONExtractString(r_user_id), '') AS user_text",
-        f"transform(if(k_event_type = 'string', JSONExtractString(r_event_type), ''), "
+        f"if(k_user_id = 'string', {_string('r_user_id')}, '') AS user_text",
+        f"transform(if(k_event_type = 'string', {_string('r_event_type')}, ''), "
         f"{_list(names)}, {_list(values)}, '') AS event_type_value",
-        "if(k_timestamp = 'string', JSONExtractString(r_timestamp), '') AS ts_text",
+        f"if(k_timestamp = 'string', {_string('r_timestamp')}, '') AS ts_text",
         "if(startsWith(r_metadata, '{'), JSONExtractKeysAndValuesRaw(r_metadata), []) AS md_raw",
     ]
     levels = [
