@@ -238,11 +238,8 @@ def parse_lines_sql(source: str, service_name: str) -> str:
             value = _conversion(conversion, f"{entry}.2", f"{entry}.3")
         else:  # no metadata key reaches it: the column's empty value
             value = _conversion(conversion, "''", "''")
-        if conversion == "text":
-            default = (
-                _literal(service_name or UNKNOWN_AGENT) if field_name == "agent_name" else "''"
-            )
-            value = f"if(({value}) = '', {default}, {value})"
+        if conversion == "text" and field_name == "agent_name":  # the others default to ''
+            value = f"if(({value}) = '', {_literal(service_name or UNKNOWN_AGENT)}, {value})"
         columns[field_name] = value
     columns["rephrase"] = (
         f"if(has(md.1, {_literal(semconv.REPHRASE)}), {columns['rephrase']}, "
