@@ -305,8 +305,9 @@ def main() -> None:
     work = batches(spans, args.batch)
     events = sum(len(span.events) for span in spans)
     requests = [encode_spans(batch).SerializeToString() for batch in work]
-    print(f"# {len(spans)} spans, {events} conversation events, {len(work)} requests", end="")
-    print(f" of {args.batch}")
+    print(
+        f"# {len(spans)} spans, {events} conversation events, {len(work)} requests of {args.batch}"
+    )
 
     started = time.process_time()
     for body in requests:

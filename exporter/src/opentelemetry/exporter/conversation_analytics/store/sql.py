@@ -316,7 +316,8 @@ DEDUPLICATION_WINDOW: Final = 10_000
 #: Settings of every insert into the events table. Each block holds an event id once (the
 #: pipeline and the import dedupe before writing), so the collapse of a block's equal keys that
 #: ReplacingMergeTree and the rollup's AggregatingMergeTree do at insert would find nothing, and
-#: it costs more than writing the rows (measured: 1M imported events 3.2 s with it, 1.2 s without).
+#: it costs more than writing the rows (1M rows into a copy of the events table: 3.2 s with it,
+#: 1.2 s without; the import's events step with both views: 4.9 s, 2.4 s).
 EVENTS_INSERT_SETTINGS: Final = {"optimize_on_insert": 0}
 
 
